@@ -1,0 +1,18 @@
+//! Starling's MQTT 3.1.1/5.0 broker: listeners and connection state machine (`mqtt`), sessions,
+//! router (topic trie, shared subscriptions, retained), embedded store, tenancy and `$SYS`.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod message;
+pub mod metrics;
+pub mod mqtt;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod sys;
+pub mod topic;
+
+pub use broker::Broker;
+pub use config::Config;

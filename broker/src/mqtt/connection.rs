@@ -1,0 +1,851 @@
+//! One client connection: the MQTT state machine from CONNECT to close, for 3.1.1 and 5.0 alike
+//! (3.1.1 packets are converted at the edge), over any byte stream (TCP, TLS, WebSocket).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rand::distr::{Alphanumeric, SampleString};
+use rmqtt_codec::error::DecodeError;
+use rmqtt_codec::types::QoS;
+use rmqtt_codec::v5::{
+    self, ConnectAckReason, DisconnectReasonCode, PublishAck2Reason, PublishAckReason, RetainHandling,
+    SubscribeAckReason, UnsubscribeAckReason,
+};
+use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use rmqtt_codec::{MqttCodec, MqttPacket};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use super::wire::{PacketWriter, WriteError, ack, ack2, disconnect, v3_to_v5};
+use crate::auth::{AuthOutcome, CertIdentity, derive_tenant};
+use crate::broker::Broker;
+use crate::message::{Message, MessageProperties, TenantId, now_ms};
+use crate::metrics::Metrics;
+use crate::router::{ClientId, SubOptions};
+use crate::session::{Attachment, Kick, Outgoing, Session, Will};
+use crate::topic::{FilterSpec, validate_name};
+
+/// Where a connection came from.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub listener: &'static str,
+    pub cert: Option<CertIdentity>,
+}
+
+/// Why a connection ends.
+enum Close {
+    /// The client sent DISCONNECT; `will` when it asked for its will (0x04).
+    ByClient { will: bool },
+    /// The broker closes it, with a v5 DISCONNECT carrying this reason.
+    ByServer { reason: DisconnectReasonCode, message: String },
+    /// Kicked (takeover, admin, redirect).
+    Kicked(Kick),
+    /// The broker is shutting down.
+    Shutdown,
+    /// The network connection went away.
+    Gone,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = v5::Packet> + Send>>;
+
+struct Connection<S> {
+    broker: Arc<Broker>,
+    reader: FramedRead<ReadHalf<S>, MqttCodec>,
+    writer: PacketWriter<WriteHalf<S>>,
+    session: Arc<Session>,
+    conn_id: u64,
+    tenant: TenantId,
+    client_id: ClientId,
+    v5: bool,
+    keep_alive: Duration,
+    connect_expiry: u32,
+    kick_rx: mpsc::UnboundedReceiver<Kick>,
+    /// PUBACK/PUBREC waiting for the store, sent in the order the PUBLISHes came.
+    pending_acks: FuturesOrdered<AckFuture>,
+    pending_qos1: usize,
+    inbound_aliases: HashMap<u16, ByteString>,
+    outbound_aliases: HashMap<ByteString, u16>,
+    client_alias_max: u16,
+}
+
+/// Serves one connection until it closes. Never panics on client input.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let span = tracing::info_span!("conn", peer = %peer.addr, listener = peer.listener, client_id = tracing::field::Empty, tenant = tracing::field::Empty);
+    async move {
+        if let Some(conn) = handshake(broker.clone(), stream, &peer).await {
+            conn.run().await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn decode_reason(e: &DecodeError) -> DisconnectReasonCode {
+    match e {
+        DecodeError::MaxSizeExceeded { .. } => DisconnectReasonCode::PacketTooLarge,
+        DecodeError::InvalidProtocol | DecodeError::UnsupportedPacketType | DecodeError::UnsupportedProtocolLevel => {
+            DisconnectReasonCode::ProtocolError
+        }
+        _ => DisconnectReasonCode::MalformedPacket,
+    }
+}
+
+fn connack_reason(r: DisconnectReasonCode) -> ConnectAckReason {
+    match r {
+        DisconnectReasonCode::PacketTooLarge => ConnectAckReason::PacketTooLarge,
+        DisconnectReasonCode::ProtocolError => ConnectAckReason::ProtocolError,
+        _ => ConnectAckReason::MalformedPacket,
+    }
+}
+
+/// Reads CONNECT, checks it, authenticates, attaches the session and sends CONNACK.
+async fn handshake<S>(broker: Arc<Broker>, stream: S, peer: &Peer) -> Option<Connection<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let limits = broker.limits();
+    let timeout = Duration::from_secs(limits.connect_timeout_secs);
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rd, MqttCodec::Version(VersionCodec));
+    let version = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Some(Ok((MqttPacket::Version(v), _)))) => v,
+        Ok(Some(Err(DecodeError::InvalidProtocol))) => {
+            // Unknown protocol name or level: a 3.1.1-shaped CONNACK 0x01, then close.
+            Metrics::inc(&broker.metrics.client_connack_refused);
+            tracing::debug!("unsupported protocol name or level");
+            let mut w = PacketWriter::new(wr, false, 0);
+            let _ = w.push(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                reason_code: ConnectAckReason::UnsupportedProtocolVersion,
+                ..Default::default()
+            })));
+            let _ = w.flush().await;
+            w.shutdown().await;
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            Metrics::inc(&broker.metrics.packets_invalid);
+            tracing::debug!(error = %e, "first packet is not a valid CONNECT");
+            return None;
+        }
+        Ok(Some(Ok(_))) | Ok(None) => return None,
+        Err(_) => {
+            tracing::debug!("no CONNECT within connect_timeout_secs");
+            return None;
+        }
+    };
+    let v5 = version == ProtocolVersion::MQTT5;
+    *reader.decoder_mut() = if v5 {
+        MqttCodec::V5(v5::Codec::new(limits.max_packet_size, 0))
+    } else {
+        MqttCodec::V3(rmqtt_codec::v3::Codec::new(limits.max_packet_size))
+    };
+    let mut writer = PacketWriter::new(wr, v5, 0);
+    let (connect, protocol_level) = match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Some(Ok((MqttPacket::V5(v5::Packet::Connect(c)), _)))) => (c, 5u8),
+        Ok(Some(Ok((MqttPacket::V3(p @ rmqtt_codec::v3::Packet::Connect(_)), _)))) => {
+            let level = match &p {
+                rmqtt_codec::v3::Packet::Connect(c) => c.protocol.level(),
+                _ => 4,
+            };
+            match v3_to_v5(p) {
+                v5::Packet::Connect(c) => (c, level),
+                _ => return None,
+            }
+        }
+        Ok(Some(Err(e))) => {
+            Metrics::inc(&broker.metrics.packets_invalid);
+            tracing::debug!(error = %e, "malformed CONNECT");
+            refuse(&broker, &mut writer, connack_reason(decode_reason(&e)), &e.to_string()).await;
+            return None;
+        }
+        _ => return None,
+    };
+    accept(broker, reader, writer, *connect, protocol_level, peer).await
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    writer: &mut PacketWriter<W>,
+    reason: ConnectAckReason,
+    message: &str,
+) {
+    Metrics::inc(&broker.metrics.client_connack_refused);
+    tracing::info!(reason = ?reason, message, "connection refused");
+    let _ = writer.push(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+        reason_code: reason,
+        reason_string: Some(message.into()),
+        ..Default::default()
+    })));
+    let _ = writer.flush().await;
+    writer.shutdown().await;
+}
+
+async fn accept<S>(
+    broker: Arc<Broker>,
+    reader: FramedRead<ReadHalf<S>, MqttCodec>,
+    mut writer: PacketWriter<WriteHalf<S>>,
+    c: v5::Connect,
+    protocol_level: u8,
+    peer: &Peer,
+) -> Option<Connection<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let limits = broker.limits();
+    let v5 = protocol_level == 5;
+
+    let mut client_id = c.client_id.to_string();
+    let mut assigned = None;
+    if client_id.is_empty() {
+        if !c.clean_start {
+            refuse(
+                &broker,
+                &mut writer,
+                ConnectAckReason::ClientIdentifierNotValid,
+                "empty client id needs clean start",
+            )
+            .await;
+            return None;
+        }
+        client_id = format!("starling-{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
+        assigned = Some(ByteString::from(client_id.clone()));
+    }
+    if client_id.len() > limits.max_client_id_len || client_id.contains('\0') {
+        let msg =
+            format!("client id longer than limits.max_client_id_len ({}) or contains NUL", limits.max_client_id_len);
+        refuse(&broker, &mut writer, ConnectAckReason::ClientIdentifierNotValid, &msg).await;
+        return None;
+    }
+    tracing::Span::current().record("client_id", client_id.as_str());
+    if c.auth_method.is_some() {
+        refuse(
+            &broker,
+            &mut writer,
+            ConnectAckReason::BadAuthenticationMethod,
+            "enhanced authentication is not supported",
+        )
+        .await;
+        return None;
+    }
+    if Metrics::get(&broker.metrics.connections) as usize >= limits.max_connections {
+        tracing::warn!(limit = limits.max_connections, "limits.max_connections reached; refusing CONNECT");
+        let reason = if v5 { ConnectAckReason::QuotaExceeded } else { ConnectAckReason::ServerUnavailable };
+        refuse(&broker, &mut writer, reason, "connection limit reached").await;
+        return None;
+    }
+
+    // Authentication (argon2 is slow on purpose: keep it off the runtime threads).
+    let cert_user =
+        peer.cert.as_ref().and_then(|c| c.common_name.clone()).filter(|_| broker.config.auth.use_identity_as_username);
+    let username = cert_user.clone().or_else(|| c.username.as_ref().map(|u| u.to_string()));
+    let outcome = if cert_user.is_some() {
+        AuthOutcome::Accepted { tenant: None }
+    } else {
+        let b = broker.clone();
+        let (u, p) = (username.clone(), c.password.clone());
+        let allow_anonymous = broker.config.auth.allow_anonymous;
+        tokio::task::spawn_blocking(move || b.auth.check(allow_anonymous, u.as_deref(), p.as_deref()))
+            .await
+            .unwrap_or(AuthOutcome::NotAuthorized)
+    };
+    let entry_tenant = match outcome {
+        AuthOutcome::Accepted { tenant } => tenant,
+        AuthOutcome::BadCredentials => {
+            Metrics::inc(&broker.metrics.client_auth_failure);
+            refuse(&broker, &mut writer, ConnectAckReason::BadUserNameOrPassword, "bad user name or password").await;
+            return None;
+        }
+        AuthOutcome::NotAuthorized => {
+            Metrics::inc(&broker.metrics.client_auth_failure);
+            refuse(&broker, &mut writer, ConnectAckReason::NotAuthorized, "anonymous access is disabled").await;
+            return None;
+        }
+    };
+    let tenant: TenantId =
+        derive_tenant(&broker.config.tenancy, entry_tenant, username.as_deref(), peer.cert.as_ref()).into();
+    tracing::Span::current().record("tenant", &*tenant);
+
+    let will = match c.last_will {
+        Some(w) => {
+            if let Err(e) = validate_name(&w.topic, limits.max_topic_levels) {
+                refuse(&broker, &mut writer, ConnectAckReason::TopicNameInvalid, &format!("will topic: {e}")).await;
+                return None;
+            }
+            Some(Will {
+                delay_secs: w.will_delay_interval_sec.unwrap_or(0),
+                message: Arc::new(Message {
+                    tenant: tenant.to_string(),
+                    topic: w.topic,
+                    payload: w.message,
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: MessageProperties {
+                        payload_format_utf8: w.is_utf8_payload.unwrap_or(false),
+                        message_expiry: w.message_expiry_interval.map(|v| v.get()),
+                        content_type: w.content_type,
+                        response_topic: w.response_topic,
+                        correlation_data: w.correlation_data,
+                        user_properties: w.user_properties,
+                    },
+                    publisher: Some(client_id.as_str().into()),
+                    received_ms: now_ms(),
+                }),
+            })
+        }
+        None => None,
+    };
+
+    let mut keep_alive = c.keep_alive;
+    let mut server_keep_alive = None;
+    if limits.max_keepalive < u16::MAX && (keep_alive == 0 || keep_alive > limits.max_keepalive) {
+        keep_alive = limits.max_keepalive;
+        server_keep_alive = v5.then_some(keep_alive);
+    }
+    let requested_expiry = c.session_expiry_interval_secs;
+    let expiry = requested_expiry.min(limits.max_session_expiry);
+    let receive_max = c.receive_max.map(|v| v.get()).unwrap_or(u16::MAX).min(limits.max_inflight);
+    if let Some(max) = c.max_packet_size {
+        writer = PacketWriter::new(writer.into_inner(), v5, max.get());
+    }
+
+    let (kick_tx, kick_rx) = mpsc::unbounded_channel();
+    let conn_id = broker.next_connection_id();
+    let client_id: ClientId = client_id.into();
+    let opened = broker.sessions.open(
+        &broker.router,
+        &broker.store,
+        &tenant,
+        &client_id,
+        c.clean_start,
+        expiry,
+        limits.max_queued_messages,
+        Attachment { id: conn_id, kick: kick_tx, receive_max },
+        will,
+        username,
+        protocol_level,
+    );
+    if let Some(w) = opened.will_to_publish {
+        broker.publish_will(w);
+    }
+    Metrics::inc(&broker.metrics.client_connected);
+    Metrics::inc(&broker.metrics.connections);
+    tracing::info!(
+        v = protocol_level,
+        clean_start = c.clean_start,
+        expiry,
+        keep_alive,
+        present = opened.session_present,
+        "connected"
+    );
+
+    let ack = v5::ConnectAck {
+        session_present: opened.session_present,
+        reason_code: ConnectAckReason::Success,
+        session_expiry_interval_secs: (expiry != requested_expiry && v5).then_some(expiry),
+        receive_max: NonZeroU16::new(limits.receive_maximum).unwrap_or(NonZeroU16::MIN),
+        max_qos: QoS::ExactlyOnce,
+        max_packet_size: Some(limits.max_packet_size),
+        assigned_client_id: assigned,
+        topic_alias_max: limits.max_topic_alias,
+        server_keepalive_sec: server_keep_alive,
+        ..Default::default()
+    };
+    let _ = writer.push(v5::Packet::ConnectAck(Box::new(ack)));
+
+    let mut conn = Connection {
+        broker,
+        reader,
+        writer,
+        session: opened.session,
+        conn_id,
+        tenant,
+        client_id,
+        v5,
+        keep_alive: Duration::from_secs_f32(f32::from(keep_alive) * limits.keepalive_multiplier),
+        connect_expiry: expiry,
+        kick_rx,
+        pending_acks: FuturesOrdered::new(),
+        pending_qos1: 0,
+        inbound_aliases: HashMap::new(),
+        outbound_aliases: HashMap::new(),
+        client_alias_max: c.topic_alias_max,
+    };
+    let mut out = Vec::new();
+    conn.session.resend_inflight(&conn.broker.store, &mut out);
+    conn.send_outgoing(out);
+    conn.drain_session();
+    Some(conn)
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    async fn run(mut self) {
+        let never = Duration::from_secs(365 * 24 * 3600);
+        let ka = if self.keep_alive.is_zero() { never } else { self.keep_alive };
+        let keepalive = tokio::time::sleep(ka);
+        tokio::pin!(keepalive);
+        let session = self.session.clone();
+        let shutdown = self.broker.shutdown.clone();
+        let close = loop {
+            if self.writer.has_pending()
+                && let Err(e) = self.writer.flush().await
+            {
+                tracing::debug!(error = %e, "write failed");
+                break Close::Gone;
+            }
+            let step = tokio::select! {
+                kick = self.kick_rx.recv() => match kick {
+                    Some(k) => Err(Close::Kicked(k)),
+                    None => Ok(()),
+                },
+                _ = shutdown.cancelled() => Err(Close::Shutdown),
+                packet = self.reader.next() => {
+                    keepalive.as_mut().reset(tokio::time::Instant::now() + ka);
+                    match packet {
+                        Some(Ok((p, size))) => {
+                            Metrics::add(&self.broker.metrics.bytes_received, u64::from(size));
+                            Metrics::inc(&self.broker.metrics.packets_received);
+                            let p = match p {
+                                MqttPacket::V5(p) => p,
+                                MqttPacket::V3(p) => v3_to_v5(p),
+                                MqttPacket::Version(_) => v5::Packet::PingRequest,
+                            };
+                            self.on_packet(p)
+                        }
+                        Some(Err(DecodeError::Io(e))) => {
+                            tracing::debug!(error = %e, "read failed");
+                            Err(Close::Gone)
+                        }
+                        Some(Err(e)) => {
+                            Metrics::inc(&self.broker.metrics.packets_invalid);
+                            tracing::info!(error = %e, "bad packet; closing");
+                            Err(Close::ByServer { reason: decode_reason(&e), message: e.to_string() })
+                        }
+                        None => Err(Close::Gone),
+                    }
+                }
+                Some(ack) = self.pending_acks.next(), if !self.pending_acks.is_empty() => {
+                    if matches!(ack, v5::Packet::PublishAck(_)) {
+                        self.pending_qos1 -= 1;
+                    }
+                    self.push(ack);
+                    Ok(())
+                }
+                _ = session.notified() => {
+                    self.drain_session();
+                    Ok(())
+                }
+                _ = &mut keepalive => {
+                    Metrics::inc(&self.broker.metrics.client_keepalive_timeout);
+                    tracing::info!("keep-alive timeout");
+                    Err(Close::ByServer { reason: DisconnectReasonCode::KeepAliveTimeout, message: "keep-alive timeout".into() })
+                }
+            };
+            if let Err(close) = step {
+                break close;
+            }
+        };
+        self.finish(close).await;
+    }
+
+    async fn finish(mut self, close: Close) {
+        let (abnormal, end_session, reason) = match &close {
+            Close::ByClient { will } => (*will, false, None),
+            Close::ByServer { reason, message } => (true, false, Some((*reason, Some(message.clone()), None))),
+            Close::Kicked(k) => {
+                if k.reason == DisconnectReasonCode::SessionTakenOver {
+                    Metrics::inc(&self.broker.metrics.session_takenover);
+                }
+                (true, k.end_session, Some((k.reason, k.reason_string.clone(), k.server_reference.clone())))
+            }
+            Close::Shutdown => (false, false, Some((DisconnectReasonCode::ServerShuttingDown, None, None))),
+            Close::Gone => (true, false, None),
+        };
+        if let Some((code, message, reference)) = reason
+            && self.v5
+        {
+            let mut d = disconnect(code);
+            d.reason_string = message.map(Into::into);
+            d.server_reference = reference.map(Into::into);
+            self.push(v5::Packet::Disconnect(d));
+        }
+        if !matches!(close, Close::Gone) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.flush()).await;
+        }
+        self.writer.shutdown().await;
+        let b = self.broker.clone();
+        let (will, ended) = b.sessions.close(&b.router, &b.store, &self.session, self.conn_id, abnormal, end_session);
+        if let Some(w) = will {
+            b.schedule_will(&self.session, w, ended);
+        }
+        Metrics::add(&b.metrics.bytes_sent, self.writer.bytes_written);
+        b.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Metrics::inc(&b.metrics.client_disconnected);
+        tracing::info!(abnormal, session_ended = ended, "disconnected");
+    }
+
+    fn push(&mut self, p: v5::Packet) {
+        Metrics::inc(&self.broker.metrics.packets_sent);
+        if let Err(e) = self.writer.push(p) {
+            tracing::warn!(error = %e, "cannot encode packet");
+        }
+    }
+
+    /// Takes what the session may send now and queues it for writing.
+    fn drain_session(&mut self) {
+        let mut out = Vec::new();
+        self.session.take_outgoing(&self.broker.store, self.conn_id, &mut out);
+        self.send_outgoing(out);
+    }
+
+    fn send_outgoing(&mut self, out: Vec<Outgoing>) {
+        for o in out {
+            match o {
+                Outgoing::Publish(p) => self.send_publish(p),
+                Outgoing::Release(pid) => self.push(v5::Packet::PublishRelease(ack2(pid))),
+            }
+        }
+    }
+
+    fn send_publish(&mut self, mut p: Box<rmqtt_codec::types::Publish>) {
+        let m = &self.broker.metrics;
+        let qos = p.qos;
+        let packet_id = p.packet_id;
+        // Outbound Topic Alias: the first PUBLISH on a topic carries topic and alias, later ones only the alias.
+        let mut new_alias = None;
+        if self.v5
+            && self.client_alias_max > 0
+            && let Some(props) = p.properties.as_mut()
+        {
+            if let Some(&alias) = self.outbound_aliases.get(&p.topic) {
+                props.topic_alias = NonZeroU16::new(alias);
+                p.topic = ByteString::new();
+            } else if self.outbound_aliases.len() < usize::from(self.client_alias_max) {
+                let alias = self.outbound_aliases.len() as u16 + 1;
+                self.outbound_aliases.insert(p.topic.clone(), alias);
+                props.topic_alias = NonZeroU16::new(alias);
+                new_alias = Some(p.topic.clone());
+            }
+        }
+        match self.writer.push(v5::Packet::Publish(p)) {
+            Ok(()) => {
+                Metrics::inc(&m.packets_sent);
+                Metrics::inc(&m.messages_sent);
+                Metrics::inc(match qos {
+                    QoS::AtMostOnce => &m.messages_sent_qos0,
+                    QoS::AtLeastOnce => &m.messages_sent_qos1,
+                    QoS::ExactlyOnce => &m.messages_sent_qos2,
+                });
+            }
+            Err(WriteError::TooLarge) => {
+                // Larger than the client's Maximum Packet Size: discarded as if delivered (MQTT 5 3.1.2.25).
+                if let Some(topic) = new_alias {
+                    self.outbound_aliases.remove(&topic);
+                }
+                Metrics::inc(&m.messages_dropped);
+                tracing::debug!("message larger than the client's Maximum Packet Size dropped");
+                if let Some(pid) = packet_id {
+                    self.session.complete(&self.broker.store, pid.get());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode PUBLISH"),
+        }
+    }
+
+    fn protocol_error(&self, message: impl Into<String>) -> Close {
+        Close::ByServer { reason: DisconnectReasonCode::ProtocolError, message: message.into() }
+    }
+
+    fn on_packet(&mut self, p: v5::Packet) -> Result<(), Close> {
+        use v5::Packet as P;
+        match p {
+            P::Publish(p) => self.on_publish(*p),
+            P::PublishAck(a) => {
+                self.session.complete(&self.broker.store, a.packet_id.get());
+                self.drain_session();
+                Ok(())
+            }
+            P::PublishReceived(a) => {
+                let pid = a.packet_id;
+                if u8::from(a.reason_code) >= 0x80 {
+                    self.session.complete(&self.broker.store, pid.get());
+                    self.drain_session();
+                } else {
+                    let mut rel = ack2(pid);
+                    if !self.session.released(&self.broker.store, pid.get()) {
+                        rel.reason_code = PublishAck2Reason::PacketIdNotFound;
+                    }
+                    self.push(v5::Packet::PublishRelease(rel));
+                }
+                Ok(())
+            }
+            P::PublishRelease(a) => {
+                let pid = a.packet_id;
+                let known = self.session.lock().awaiting_rel.remove(&pid.get());
+                let mut comp = ack2(pid);
+                if !known {
+                    comp.reason_code = PublishAck2Reason::PacketIdNotFound;
+                }
+                self.push(v5::Packet::PublishComplete(comp));
+                Ok(())
+            }
+            P::PublishComplete(a) => {
+                self.session.complete(&self.broker.store, a.packet_id.get());
+                self.drain_session();
+                Ok(())
+            }
+            P::Subscribe(s) => self.on_subscribe(s),
+            P::Unsubscribe(u) => self.on_unsubscribe(u),
+            P::PingRequest => {
+                self.push(v5::Packet::PingResponse);
+                Ok(())
+            }
+            P::Disconnect(d) => {
+                if let Some(expiry) = d.session_expiry_interval_secs {
+                    if self.connect_expiry == 0 && expiry != 0 {
+                        return Err(self.protocol_error("Session Expiry Interval was 0 at CONNECT"));
+                    }
+                    self.session.lock().expiry_secs = expiry.min(self.broker.limits().max_session_expiry);
+                }
+                Err(Close::ByClient { will: d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage })
+            }
+            P::Connect(_) => Err(self.protocol_error("second CONNECT")),
+            P::Auth(_) => Err(self.protocol_error("AUTH without an authentication method")),
+            P::ConnectAck(_) | P::SubscribeAck(_) | P::UnsubscribeAck(_) | P::PingResponse => {
+                Err(self.protocol_error("packet type not allowed from a client"))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, mut p: rmqtt_codec::types::Publish) -> Result<(), Close> {
+        let limits = self.broker.limits();
+        let m = &self.broker.metrics;
+        Metrics::inc(&m.messages_received);
+        Metrics::inc(match p.qos {
+            QoS::AtMostOnce => &m.messages_received_qos0,
+            QoS::AtLeastOnce => &m.messages_received_qos1,
+            QoS::ExactlyOnce => &m.messages_received_qos2,
+        });
+
+        if let Some(alias) = p.properties.as_mut().and_then(|pp| pp.topic_alias.take()) {
+            if alias.get() > limits.max_topic_alias {
+                return Err(Close::ByServer {
+                    reason: DisconnectReasonCode::TopicAliasInvalid,
+                    message: format!("topic alias {alias} above Topic Alias Maximum {}", limits.max_topic_alias),
+                });
+            }
+            if p.topic.is_empty() {
+                match self.inbound_aliases.get(&alias.get()) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return Err(self.protocol_error(format!("unknown topic alias {alias}"))),
+                }
+            } else {
+                self.inbound_aliases.insert(alias.get(), p.topic.clone());
+            }
+        }
+        if let Err(e) = validate_name(&p.topic, limits.max_topic_levels) {
+            return Err(Close::ByServer {
+                reason: DisconnectReasonCode::TopicNameInvalid,
+                message: format!("topic: {e}"),
+            });
+        }
+        if p.qos != QoS::AtMostOnce {
+            let awaiting = self.session.lock().awaiting_rel.len();
+            if self.pending_qos1 + awaiting >= usize::from(limits.receive_maximum) {
+                tracing::warn!(limit = limits.receive_maximum, "client exceeded limits.receive_maximum");
+                return Err(Close::ByServer {
+                    reason: DisconnectReasonCode::ReceiveMaximumExceeded,
+                    message: "Receive Maximum exceeded".into(),
+                });
+            }
+        }
+        let packet_id = p.packet_id;
+        if p.qos == QoS::ExactlyOnce
+            && let Some(pid) = packet_id
+            && self.session.lock().awaiting_rel.contains(&pid.get())
+        {
+            // A resent QoS 2 PUBLISH: acknowledge again, do not route it twice.
+            self.queue_ack(v5::Packet::PublishReceived(ack(pid)), None);
+            return Ok(());
+        }
+        let mut reason = PublishAckReason::Success;
+        let utf8_invalid =
+            p.properties.as_ref().is_some_and(|pp| pp.is_utf8_payload) && std::str::from_utf8(&p.payload).is_err();
+        let mut ticket = None;
+        if utf8_invalid {
+            reason = PublishAckReason::PayloadFormatInvalid;
+        } else if p.topic.starts_with("$SYS") {
+            reason = PublishAckReason::NotAuthorized;
+        } else {
+            let msg =
+                Message::from_publish(&self.tenant, p.topic.clone(), &p, Some(ByteString::from(&*self.client_id)));
+            let published = self.broker.publish(msg);
+            ticket = published.ticket;
+            if published.matched == 0 {
+                reason = PublishAckReason::NoMatchingSubscribers;
+            }
+        }
+        match (p.qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if utf8_invalid {
+                    return Err(Close::ByServer {
+                        reason: DisconnectReasonCode::PayloadFormatInvalid,
+                        message: "payload is not UTF-8 though its Payload Format Indicator says so".into(),
+                    });
+                }
+            }
+            (QoS::AtLeastOnce, Some(pid)) => {
+                let mut a = ack(pid);
+                a.reason_code = reason;
+                self.pending_qos1 += 1;
+                self.queue_ack(v5::Packet::PublishAck(a), ticket);
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                let mut a = ack(pid);
+                a.reason_code = reason;
+                if u8::from(reason) < 0x80 {
+                    self.session.lock().awaiting_rel.insert(pid.get());
+                }
+                self.queue_ack(v5::Packet::PublishReceived(a), ticket);
+            }
+            _ => {
+                return Err(Close::ByServer {
+                    reason: DisconnectReasonCode::MalformedPacket,
+                    message: "QoS > 0 without packet id".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an acknowledgement once `ticket` is durable, keeping the order of PUBLISHes.
+    fn queue_ack(&mut self, packet: v5::Packet, ticket: Option<crate::store::Ticket>) {
+        if ticket.is_none() && self.pending_acks.is_empty() {
+            if matches!(packet, v5::Packet::PublishAck(_)) {
+                self.pending_qos1 -= 1;
+            }
+            self.push(packet);
+            return;
+        }
+        let broker = self.broker.clone();
+        self.pending_acks.push_back(Box::pin(async move {
+            if let Some(t) = ticket {
+                broker.store.wait(t).await;
+            }
+            packet
+        }));
+    }
+
+    fn on_subscribe(&mut self, s: v5::Subscribe) -> Result<(), Close> {
+        let limits = self.broker.limits();
+        let mut status = Vec::with_capacity(s.topic_filters.len());
+        let mut retained = Vec::new();
+        for (raw, opts) in &s.topic_filters {
+            let spec = match FilterSpec::parse(raw, limits.max_topic_levels) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::debug!(filter = %raw, error = %e, "invalid topic filter");
+                    status.push(SubscribeAckReason::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if spec.share_group.is_some() && opts.no_local {
+                return Err(self.protocol_error("No Local on a shared subscription"));
+            }
+            let sub = SubOptions {
+                qos: opts.qos,
+                no_local: opts.no_local,
+                retain_as_published: opts.retain_as_published,
+                retain_handling: u8::from(opts.retain_handling),
+                subscription_id: s.id,
+            };
+            let is_new = {
+                let mut st = self.session.lock();
+                let exists = st.subscriptions.contains_key(raw.as_ref() as &str);
+                let max = limits.max_subscriptions_per_client;
+                if !exists && max > 0 && st.subscriptions.len() >= max {
+                    tracing::warn!(limit = max, "limits.max_subscriptions_per_client reached");
+                    status.push(SubscribeAckReason::QuotaExceeded);
+                    continue;
+                }
+                st.subscriptions.insert(raw.to_string(), (spec.clone(), sub));
+                !exists
+            };
+            self.broker.router.subscribe(&self.tenant, &spec, &self.client_id, sub);
+            status.push(match opts.qos {
+                QoS::AtMostOnce => SubscribeAckReason::GrantedQos0,
+                QoS::AtLeastOnce => SubscribeAckReason::GrantedQos1,
+                QoS::ExactlyOnce => SubscribeAckReason::GrantedQos2,
+            });
+            let send_retained = match opts.retain_handling {
+                RetainHandling::AtSubscribe => true,
+                RetainHandling::AtSubscribeNew => is_new,
+                RetainHandling::NoAtSubscribe => false,
+            };
+            if spec.share_group.is_none() && send_retained {
+                retained.push((spec.filter, opts.qos));
+            }
+        }
+        self.persist_session();
+        self.push(v5::Packet::SubscribeAck(v5::SubscribeAck {
+            packet_id: s.packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status,
+        }));
+        for (filter, qos) in retained {
+            self.broker.deliver_retained(&self.session, &filter, qos, s.id);
+        }
+        self.drain_session();
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: v5::Unsubscribe) -> Result<(), Close> {
+        let limits = self.broker.limits();
+        let mut status = Vec::with_capacity(u.topic_filters.len());
+        for raw in &u.topic_filters {
+            let Ok(spec) = FilterSpec::parse(raw, limits.max_topic_levels) else {
+                status.push(UnsubscribeAckReason::TopicFilterInvalid);
+                continue;
+            };
+            let existed = self.session.lock().subscriptions.remove(raw.as_ref() as &str).is_some();
+            if existed {
+                self.broker.router.unsubscribe(&self.tenant, &spec, &self.client_id);
+                status.push(UnsubscribeAckReason::Success);
+            } else {
+                status.push(UnsubscribeAckReason::NoSubscriptionExisted);
+            }
+        }
+        self.persist_session();
+        self.push(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+            packet_id: u.packet_id,
+            properties: Vec::new(),
+            reason_string: None,
+            status,
+        }));
+        Ok(())
+    }
+
+    fn persist_session(&self) {
+        let st = self.session.lock();
+        if st.expiry_secs > 0 && !st.ended {
+            self.broker.store.put_session(&st.record(&self.tenant, &self.client_id));
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Running a node: start the listeners and the background tasks (`$SYS`, expiry), wait for the
+//! shutdown signal, then stop accepting, disconnect clients (v5: 0x8B) and flush the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, BrokerError};
+use crate::mqtt::listener::{self, Bound};
+
+/// A running node.
+pub struct Server {
+    pub broker: Arc<Broker>,
+    pub bound: Bound,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    pub async fn start(broker: Arc<Broker>) -> Result<Server, BrokerError> {
+        let tracker = TaskTracker::new();
+        let bound = listener::start(&broker, &tracker).await?;
+        tracker.spawn(crate::sys::run(broker.clone()));
+        let b = broker.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => return,
+                    _ = tick.tick() => b.expire(),
+                }
+            }
+        });
+        Ok(Server { broker, bound, tracker })
+    }
+
+    /// Graceful stop: no new connections, every client told, then the store committed and closed.
+    pub async fn stop(self) {
+        tracing::info!("shutting down");
+        self.broker.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 10s");
+        }
+        let store_broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || store_broker.store.close()).await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,3 @@
+module example.local/starling-e2e-smoke
+
+go 1.26
