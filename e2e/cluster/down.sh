@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# down.sh — tears down the cluster $STATE (default starling). Idempotent: safe on
+# down.sh — tears down the cluster $STARLING_CLUSTER (default starling). Idempotent: safe on
 # a half-started or crashed cluster, and a no-op when nothing is there.
 # Owns the removal of everything up.sh made for this cluster name:
 #   workloads (deleted through the API while it still answers), the daemons
@@ -27,6 +27,13 @@ t0=$SECONDS
 
 have_ns() { [[ -e /run/netns/$NETNS ]]; }
 
+# mentions_state /proc/PID/cmdline: the command line names this cluster's state dir
+mentions_state() {
+  local cmd
+  cmd=$(tr '\0' ' ' <"$1" 2>/dev/null) || return 1
+  [[ $cmd == *"$STATE/"* ]]
+}
+
 # pid of daemon NAME if its pid file names a live process that is really ours
 # (its command line mentions this cluster's state dir).
 daemon_pid() {
@@ -34,15 +41,24 @@ daemon_pid() {
   [[ -f $f ]] || return 1
   pid=$(cat "$f")
   [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$STATE/" || return 1
+  mentions_state "/proc/$pid/cmdline" || return 1
   echo "$pid"
+}
+
+# running PID: the process exists and is not a zombie (our daemons are
+# re-parented to PID 1 once up.sh exits, which may reap them late)
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
 }
 
 stop_pid() { # stop_pid PID NAME: TERM, wait up to 10 s, then KILL
   local pid=$1 name=$2 i
   kill -TERM "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || { say "stopped $name ($pid)"; return 0; }
+    running "$pid" || { say "stopped $name ($pid)"; return 0; }
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
@@ -65,7 +81,7 @@ stray_pids() {
       "$BIN_DIR"/*|*/containerd|*/containerd-shim-runc-v2) ;;
       *) continue ;;
     esac
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$STATE/" && echo "${p#/proc/}"
+    mentions_state "$p/cmdline" && echo "${p#/proc/}"
   done
   return 0
 }
@@ -119,14 +135,25 @@ stop_daemon containerd
 for ((round = 0; round < 20; round++)); do
   pids=$(stray_pids)
   for d in $(cgroup_dirs); do
-    [[ -f $d/cgroup.procs ]] && pids+=" $(tr '\n' ' ' <"$d/cgroup.procs")"
+    if [[ -f $d/cgroup.procs ]]; then pids+=" $(tr '\n' ' ' <"$d/cgroup.procs")"; fi
   done
-  pids=$(echo "$pids" | tr ' ' '\n' | grep -E '^[0-9]+$' | sort -un | grep -vx "$$" || true)
+  pids=$(for p in $(echo "$pids" | tr ' ' '\n' | grep -E '^[0-9]+$' | sort -un); do
+    if [[ $p != "$$" ]] && running "$p"; then echo "$p"; fi
+  done)
   [[ -n $pids ]] || break
   say "killing leftover processes: ${pids//$'\n'/ }"
   # shellcheck disable=SC2086
   kill -KILL $pids 2>/dev/null || true
   sleep 0.3
+done
+
+# Shims killed above leave their sockets in /run/containerd/s, named
+# sha256("<containerd address>/<namespace>/<shim id>") by containerd 1.6.
+for d in "$STATE"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*/; do
+  [[ -d $d ]] || continue
+  id=$(basename "$d")
+  sock=/run/containerd/s/$(printf '%s' "$CONTAINERD_SOCK/k8s.io/$id" | sha256sum | cut -c1-64)
+  if [[ -S $sock ]]; then rm -f "$sock"; fi
 done
 
 # --- 5. mounts under the state dir (deepest first; the kubelet bind-mounts its root) ---------------
@@ -145,10 +172,26 @@ for d in $(cgroup_dirs); do rmdir "$d" 2>/dev/null || log "WARNING: could not re
 
 # --- 7. network --------------------------------------------------------------------------------
 for cidr in "$POD_CIDR" "$SERVICE_CIDR"; do
-  if ip route show "$cidr" | grep -q "dev $HOST_VETH"; then ip route del "$cidr" dev "$HOST_VETH" 2>/dev/null || true; fi
+  if [[ $(ip route show "$cidr") == *"dev $HOST_VETH"* ]]; then ip route del "$cidr" dev "$HOST_VETH" 2>/dev/null || true; fi
 done
 if ip link show "$HOST_VETH" >/dev/null 2>&1; then ip link del "$HOST_VETH" && say "deleted veth $HOST_VETH"; fi
 if have_ns; then ip netns delete "$NETNS" && say "deleted netns $NETNS"; fi
+
+# The kubelet serves the device-plugin registration socket at a fixed host path
+# (/var/lib/kubelet/device-plugins/kubelet.sock) whatever its --root-dir; remove
+# it, and the empty dirs the kubelet and the shims made, when no kubelet runs.
+live_named() { # live_named NAME: a non-zombie process of that exact name runs
+  local p
+  for p in $(pgrep -x "$1"); do running "$p" && return 0; done
+  return 1
+}
+if ! live_named kubelet; then
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+fi
+if ! live_named containerd; then
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+fi
 
 if ((purge)); then rm -rf "$STATE"; say "removed $STATE"; fi
 rm -rf "$STATE/pids" 2>/dev/null || true

@@ -22,7 +22,7 @@ components=()
 for arg in "$@"; do
   case $arg in
     --no-apt) do_apt=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) components+=("$arg") ;;
   esac
 done
@@ -30,14 +30,13 @@ explicit=${#components[@]}
 ((explicit)) || components=(apt kubernetes etcd coredns helm kubeconform crictl pause)
 ((do_apt)) || components=("${components[@]/apt/}")
 
-# --- preconditions ----------------------------------------------------------
-missing=()
-[[ $(id -u) -eq 0 ]] || missing+=("root (apt-get install; run as root)")
-command -v go >/dev/null 2>&1 || missing+=("go on PATH (Go >= 1.26 is needed to build Kubernetes $K8S_VERSION)")
-if ((${#missing[@]})); then
-  for m in "${missing[@]}"; do log "missing: $m"; done
+# --- preconditions (checked when needed: a full cache needs no Go) ----------
+need_go() {
+  command -v go >/dev/null 2>&1 && return
+  log "missing: go on PATH (Go >= 1.26 builds Kubernetes $K8S_VERSION; needed to build: $1)"
   die "cannot go on"
-fi
+}
+[[ $(id -u) -eq 0 ]] || { log "missing: root (apt-get install, and the cluster scripts need root)"; die "cannot go on"; }
 
 SRC_DIR=$CACHE_DIR/src
 STAMPS=$BIN_DIR/.stamps
@@ -122,6 +121,7 @@ build_kubernetes() {
   for b in "${K8S_BINARIES[@]}"; do is_current "$b" "$K8S_VERSION" || todo+=("$b"); done
   if ((${#todo[@]} == 0)); then log "kubernetes $K8S_VERSION: all binaries current"; return; fi
   local dir minor
+  need_go "${todo[*]}"
   dir=$(k8s_module)
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
@@ -140,6 +140,7 @@ build_kubernetes() {
 # --- etcd (wrapper module pinning its sibling modules) -----------------------
 build_etcd() {
   if is_current etcd "$ETCD_VERSION"; then log "etcd $ETCD_VERSION: current"; return; fi
+  need_go etcd
   local dir=$SRC_DIR/etcd-$ETCD_VERSION
   mkdir -p "$dir"
   cat >"$dir/go.mod" <<EOF
@@ -175,6 +176,7 @@ EOF
 goinstall() { # goinstall NAME PKG VERSION LDFLAGS
   local name=$1 pkg=$2 version=$3 ldflags=$4
   if is_current "$name" "$version"; then log "$name $version: current"; return; fi
+  need_go "$name"
   local tmp=$SRC_DIR/gobin-$name
   rm -rf "$tmp"; mkdir -p "$tmp"
   log "building $name $version"
@@ -193,12 +195,14 @@ build_helm() {
     "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 build_kubeconform() {
-  goinstall kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" "-s -w"
+  goinstall kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" \
+    "-s -w -X main.version=$KUBECONFORM_VERSION"
 }
 
 # --- crictl (cri-tools is missing from the checksum database) ----------------
 build_crictl() {
   if is_current crictl "$CRITOOLS_VERSION"; then log "crictl $CRITOOLS_VERSION: current"; return; fi
+  need_go crictl
   local dir=$SRC_DIR/critools-$CRITOOLS_VERSION
   mkdir -p "$dir"
   [[ -f $dir/go.mod ]] || (cd "$dir" && go mod init example.local/critools >/dev/null 2>&1)

@@ -26,9 +26,10 @@ k() { kubectl -n "$NS" "$@"; }
 # says URL TEXT: GET URL answers exactly TEXT
 says() { [[ $(curl -fsS --max-time 5 "$1") == "$2" ]]; }
 # exec_says POD TEXT CMD...: CMD run in POD prints a line equal to TEXT
-exec_says() { local pod=$1 text=$2; shift 2; k exec "$pod" -- "$@" | grep -qxF "$text"; }
+# (output is captured first: with pipefail, `cmd | grep -q` can fail on SIGPIPE)
+exec_says() { local pod=$1 text=$2 out; shift 2; out=$(k exec "$pod" -- "$@") && grep -qxF "$text" <<<"$out"; }
 # exec_has POD TEXT CMD...: CMD run in POD prints something containing TEXT
-exec_has() { local pod=$1 text=$2; shift 2; k exec "$pod" -- "$@" | grep -qF "$text"; }
+exec_has() { local pod=$1 text=$2 out; shift 2; out=$(k exec "$pod" -- "$@") && grep -qF "$text" <<<"$out"; }
 
 # --- image ------------------------------------------------------------------
 work=$(mktemp -d)
@@ -42,7 +43,7 @@ check "load image $IMAGE" "$CLUSTER_DIR/load-image.sh" "$work/smoke.tar"
 
 # --- the namespace is sealed: no default route ------------------------------------
 check "no default route in netns $NETNS" test -z "$(in_ns ip route show default)"
-routed_via_veth() { ip route show "$1" | grep -q "dev $HOST_VETH"; }
+routed_via_veth() { [[ $(ip route show "$1") == *"dev $HOST_VETH"* ]]; }
 routes_ok() { routed_via_veth "$POD_CIDR" && routed_via_veth "$SERVICE_CIDR"; }
 check "host routes $POD_CIDR and $SERVICE_CIDR only via $HOST_VETH" routes_ok
 
@@ -100,14 +101,19 @@ for p in "${pods[@]}"; do
 done
 
 svc_ip=$(k get service echo -o jsonpath='{.spec.clusterIP}')
-seen=$(for i in $(seq 1 20); do curl -fsS --max-time 5 "http://$svc_ip/" || echo "error"; done | sort | uniq -c)
+# kube-proxy programs a new Service within its sync period: wait for the first answer
+svc_answers() { curl -fsS --max-time 2 "http://$svc_ip/" >/dev/null; }
+t=$SECONDS
+check "Service ClusterIP $svc_ip programmed by kube-proxy" eventually 30 svc_answers
+log "service answered after $((SECONDS - t))s"
+seen=$(for i in $(seq 1 20); do curl -sS --max-time 5 -f "http://$svc_ip/" 2>&1 || echo "error"; done | sort | uniq -c)
 log "20 requests to Service echo ($svc_ip):"$'\n'"$seen"
 check "Service ClusterIP $svc_ip answers from the host, no errors" test "$(grep -c error <<<"$seen")" -eq 0
 check "Service balances over both pods" test "$(grep -c 'hello from' <<<"$seen")" -eq 2
 
 first=${pods[0]%%=*}
-logs_have() { k logs "$1" | grep -qF "$2"; }
-check "kubectl logs $first shows requests" logs_have "$first" "request GET /"
+logs_have() { local out; out=$(k logs "$1") && grep -qF "$2" <<<"$out"; }
+check "kubectl logs $first shows requests" eventually 10 logs_have "$first" "request GET /"
 check "kubectl exec into $first" exec_says "$first" "hello from $first" /smoke get http://127.0.0.1:8080/
 
 # --- DNS --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ done
 
 # --- 0. leftovers of the same cluster -----------------------------------------
 "$CLUSTER_DIR/down.sh" --quiet
-if ip -o addr show | grep -qw "inet $HOST_IP"; then
+if [[ " $(ip -o -4 addr show | tr -s ' \n/' ' ') " == *" inet $HOST_IP "* ]]; then
   die "$HOST_IP is already on a host interface ($(ip -o addr show | awk -v ip="inet $HOST_IP" '$0 ~ ip {print $2}')): another cluster uses this address plan; set STARLING_HOST_IP/STARLING_NODE_IP/STARLING_*_CIDR"
 fi
 for cidr in "$POD_CIDR" "$SERVICE_CIDR"; do

@@ -22,7 +22,7 @@ use rmqtt_codec::v5::{
 use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
 use rmqtt_codec::{MqttCodec, MqttPacket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
@@ -70,7 +70,9 @@ struct Connection<S> {
     v5: bool,
     keep_alive: Duration,
     connect_expiry: u32,
-    kick_rx: mpsc::UnboundedReceiver<Kick>,
+    kick_rx: oneshot::Receiver<Kick>,
+    /// False once the kick channel resolved (a oneshot must not be polled again).
+    kick_open: bool,
     /// PUBACK/PUBREC waiting for the store, sent in the order the PUBLISHes came.
     pending_acks: FuturesOrdered<AckFuture>,
     pending_qos1: usize,
@@ -86,12 +88,26 @@ where
 {
     let span = tracing::info_span!("conn", peer = %peer.addr, listener = peer.listener, client_id = tracing::field::Empty, tenant = tracing::field::Empty);
     async move {
-        if let Some(conn) = handshake(broker.clone(), stream, &peer).await {
+        // Boxed so the handshake's state is freed once the connection runs.
+        if let Some(conn) = Box::pin(handshake(broker.clone(), stream, &peer)).await {
             conn.run().await;
         }
     }
     .instrument(span)
     .await
+}
+
+/// Bytes a connection's read buffer starts with; it grows for larger packets and shrinks back
+/// (see `shrink_if_idle`), so 10,000 idle connections cost little memory.
+const READ_BUFFER_START: usize = 256;
+/// A drained buffer larger than this is given back to the allocator.
+pub(crate) const BUFFER_KEEP_MAX: usize = 16 * 1024;
+
+/// Replaces a drained buffer that grew past `BUFFER_KEEP_MAX` with a small one.
+pub(crate) fn shrink_if_idle(buf: &mut bytes::BytesMut) {
+    if buf.is_empty() && buf.capacity() > BUFFER_KEEP_MAX {
+        *buf = bytes::BytesMut::with_capacity(READ_BUFFER_START);
+    }
 }
 
 fn decode_reason(e: &DecodeError) -> DisconnectReasonCode {
@@ -120,7 +136,7 @@ where
     let limits = broker.limits();
     let timeout = Duration::from_secs(limits.connect_timeout_secs);
     let (rd, wr) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(rd, MqttCodec::Version(VersionCodec));
+    let mut reader = FramedRead::with_capacity(rd, MqttCodec::Version(VersionCodec), READ_BUFFER_START);
     let version = match tokio::time::timeout(timeout, reader.next()).await {
         Ok(Some(Ok((MqttPacket::Version(v), _)))) => v,
         Ok(Some(Err(DecodeError::InvalidProtocol))) => {
@@ -169,7 +185,11 @@ where
         Ok(Some(Err(e))) => {
             Metrics::inc(&broker.metrics.packets_invalid);
             tracing::debug!(error = %e, "malformed CONNECT");
-            refuse(&broker, &mut writer, connack_reason(decode_reason(&e)), &e.to_string()).await;
+            let reason = match e {
+                DecodeError::InvalidClientId => ConnectAckReason::ClientIdentifierNotValid,
+                _ => connack_reason(decode_reason(&e)),
+            };
+            refuse(&broker, &mut writer, reason, &e.to_string()).await;
             return None;
         }
         _ => return None,
@@ -322,7 +342,7 @@ where
         writer = PacketWriter::new(writer.into_inner(), v5, max.get());
     }
 
-    let (kick_tx, kick_rx) = mpsc::unbounded_channel();
+    let (kick_tx, kick_rx) = oneshot::channel();
     let conn_id = broker.next_connection_id();
     let client_id: ClientId = client_id.into();
     let opened = broker.sessions.open(
@@ -378,6 +398,7 @@ where
         keep_alive: Duration::from_secs_f32(f32::from(keep_alive) * limits.keepalive_multiplier),
         connect_expiry: expiry,
         kick_rx,
+        kick_open: true,
         pending_acks: FuturesOrdered::new(),
         pending_qos1: 0,
         inbound_aliases: HashMap::new(),
@@ -410,15 +431,19 @@ where
                 break Close::Gone;
             }
             let step = tokio::select! {
-                kick = self.kick_rx.recv() => match kick {
-                    Some(k) => Err(Close::Kicked(k)),
-                    None => Ok(()),
+                kick = &mut self.kick_rx, if self.kick_open => {
+                    self.kick_open = false;
+                    match kick {
+                        Ok(k) => Err(Close::Kicked(k)),
+                        Err(_) => Ok(()),
+                    }
                 },
                 _ = shutdown.cancelled() => Err(Close::Shutdown),
                 packet = self.reader.next() => {
                     keepalive.as_mut().reset(tokio::time::Instant::now() + ka);
                     match packet {
                         Some(Ok((p, size))) => {
+                            shrink_if_idle(self.reader.read_buffer_mut());
                             Metrics::add(&self.broker.metrics.bytes_received, u64::from(size));
                             Metrics::inc(&self.broker.metrics.packets_received);
                             let p = match p {
@@ -461,7 +486,8 @@ where
                 break close;
             }
         };
-        self.finish(close).await;
+        // Boxed: the closing state is only needed once, not for the connection's whole life.
+        Box::pin(self.finish(close)).await;
     }
 
     async fn finish(mut self, close: Close) {

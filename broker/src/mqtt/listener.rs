@@ -81,26 +81,34 @@ async fn accept_loop(broker: Arc<Broker>, tracker: TaskTracker, listener: TcpLis
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let kind = kind.clone();
-        tracker.spawn(async move {
-            let timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
-            match kind {
-                Kind::Tcp => serve(broker, stream, Peer { addr, listener: "tcp", cert: None }).await,
-                Kind::Ws(path) => match tokio::time::timeout(timeout, ws_accept(stream, &path)).await {
-                    Ok(Ok(ws)) => serve(broker, ws, Peer { addr, listener: "ws", cert: None }).await,
-                    Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "WebSocket handshake failed"),
-                    Err(_) => tracing::debug!(peer = %addr, "WebSocket handshake timed out"),
-                },
-                Kind::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let cert =
-                            tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| cert_identity(c));
-                        serve(broker, tls, Peer { addr, listener: "tls", cert }).await
-                    }
-                    Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
-                },
-            }
-        });
+        // One task per connection, sized for its own kind: a TCP connection does not carry the
+        // (much larger) TLS and WebSocket handshake state.
+        match kind.clone() {
+            Kind::Tcp => tracker.spawn(serve(broker, stream, Peer { addr, listener: "tcp", cert: None })),
+            Kind::Ws(path) => tracker.spawn(serve_ws(broker, stream, addr, path)),
+            Kind::Tls(acceptor) => tracker.spawn(serve_tls(broker, stream, addr, acceptor)),
+        };
+    }
+}
+
+async fn serve_ws(broker: Arc<Broker>, stream: TcpStream, addr: SocketAddr, path: Arc<str>) {
+    let timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
+    match tokio::time::timeout(timeout, ws_accept(stream, &path)).await {
+        Ok(Ok(ws)) => Box::pin(serve(broker, ws, Peer { addr, listener: "ws", cert: None })).await,
+        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "WebSocket handshake failed"),
+        Err(_) => tracing::debug!(peer = %addr, "WebSocket handshake timed out"),
+    }
+}
+
+async fn serve_tls(broker: Arc<Broker>, stream: TcpStream, addr: SocketAddr, acceptor: TlsAcceptor) {
+    let timeout = Duration::from_secs(broker.limits().connect_timeout_secs);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| cert_identity(c));
+            Box::pin(serve(broker, tls, Peer { addr, listener: "tls", cert })).await
+        }
+        Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
     }
 }
 

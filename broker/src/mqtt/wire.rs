@@ -189,7 +189,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         } else {
             MqttCodec::V3(rmqtt_codec::v3::Codec::new(0))
         };
-        Self { io, buf: BytesMut::with_capacity(4096), codec, v5, bytes_written: 0 }
+        Self { io, buf: BytesMut::new(), codec, v5, bytes_written: 0 }
     }
 
     /// Queues a packet. A PUBLISH over the client's limit is refused with `TooLarge` and nothing
@@ -231,6 +231,7 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
             self.io.write_all(&self.buf).await?;
             self.bytes_written += self.buf.len() as u64;
             self.buf.clear();
+            super::connection::shrink_if_idle(&mut self.buf);
         }
         self.io.flush().await?;
         Ok(())

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use rmqtt_codec::types::{Publish, QoS};
 use rmqtt_codec::v5::DisconnectReasonCode;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, oneshot};
 
 use crate::message::{Message, TenantId, now_ms};
 use crate::router::{ClientId, SubOptions};
@@ -40,7 +40,8 @@ impl Kick {
 #[derive(Debug)]
 pub struct Attachment {
     pub id: u64,
-    pub kick: mpsc::UnboundedSender<Kick>,
+    /// Closes the connection once (takeover, admin kick).
+    pub kick: oneshot::Sender<Kick>,
     /// Outbound window: the client's Receive Maximum, capped by `limits.max_inflight`.
     pub receive_max: u16,
 }

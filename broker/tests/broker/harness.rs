@@ -1,0 +1,131 @@
+//! Test harness: real `starling-broker` processes on loopback ports with their own data
+//! directory and config, started, stopped (SIGTERM), killed (`kill -9`) and restarted.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct BrokerProc {
+    child: Option<Child>,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub dir: TempDir,
+    config: PathBuf,
+    restarts: u32,
+}
+
+impl BrokerProc {
+    /// Starts a broker with the base config plus `extra` TOML (sections other than
+    /// `node`, `listeners.tcp`, `listeners.ws`, `store`, `log`).
+    pub fn start(extra: &str) -> BrokerProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let tls = extra.contains("[listeners.tls]").then(|| extra_tls_addr(extra));
+        let config = dir.path().join("broker.toml");
+        let data = dir.path().join("data");
+        let text = format!(
+            "[node]\nname = \"test-node\"\n\n[listeners.tcp]\nenabled = true\nbind = \"{tcp}\"\n\n\
+             [listeners.ws]\nenabled = true\nbind = \"{ws}\"\npath = \"/mqtt\"\n\n\
+             [store]\ndata_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
+            data.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut b = BrokerProc { child: None, tcp, ws, tls, dir, config, restarts: 0 };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = File::create(self.dir.path().join(format!("broker-{}.log", self.restarts))).expect("log file");
+        self.restarts += 1;
+        let child = Command::new(env!("CARGO_BIN_EXE_starling-broker"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start starling-broker");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.tcp).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("broker exited at start with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("broker did not listen on {} within 20s: {}", self.tcp, self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Everything the broker logged so far (all runs).
+    pub fn log(&self) -> String {
+        (0..self.restarts)
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("broker-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same ports and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before restarting it");
+        self.spawn();
+    }
+}
+
+fn extra_tls_addr(extra: &str) -> SocketAddr {
+    let section = &extra[extra.find("[listeners.tls]").unwrap_or(0)..];
+    section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bind = ").map(|v| v.trim_matches('"').parse().expect("tls bind")))
+        .expect("tls bind in [listeners.tls]")
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
