@@ -2,7 +2,7 @@
 //! sessions, store, metrics, authenticator) and the publish path that ties them together.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -13,9 +13,12 @@ use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, Limits};
 use crate::message::{Message, TenantId, now_ms};
 use crate::metrics::Metrics;
+use crate::router::{ClientId, SubOptions};
 use crate::router::{RetainChange, RetainedStore, Router};
 use crate::session::{Enqueued, Session, SessionStore, Will};
 use crate::store::{Store, StoreError, Ticket};
+use crate::topic::FilterSpec;
+use crds::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -30,11 +33,18 @@ pub enum BrokerError {
 pub struct Broker {
     pub config: Config,
     limits: RwLock<Arc<Limits>>,
+    /// Whether `$SYS` topics are published (the `sys` module; the admin API toggles it).
+    pub sys_enabled: AtomicBool,
+    /// Set before `shutdown` when the admin API asked for a restart rather than a stop.
+    pub restart_requested: AtomicBool,
+    /// `auth.allow_anonymous`, hot-reloadable through the admin API.
+    allow_anonymous: AtomicBool,
     pub router: Router,
     pub retained: RetainedStore,
     pub sessions: SessionStore,
     pub store: Store,
     pub metrics: Metrics,
+    pub peaks: crate::metrics::Peaks,
     pub auth: Authenticator,
     pub started: Instant,
     /// Cancelled to stop the node: listeners stop, clients get Server Shutting Down.
@@ -59,12 +69,16 @@ impl Broker {
         let auth = Authenticator::load(&config.auth)?;
         let broker = Broker {
             limits: RwLock::new(Arc::new(config.limits.clone())),
+            allow_anonymous: AtomicBool::new(config.auth.allow_anonymous),
+            sys_enabled: AtomicBool::new(config.sys.interval_secs > 0),
+            restart_requested: AtomicBool::new(false),
             config,
             router: Router::default(),
             retained: RetainedStore::default(),
             sessions: SessionStore::default(),
             store,
             metrics: Metrics::default(),
+            peaks: Default::default(),
             auth,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
@@ -97,6 +111,21 @@ impl Broker {
 
     pub fn set_limits(&self, limits: Limits) {
         *self.limits.write() = Arc::new(limits);
+    }
+
+    /// The hot-reloadable settings in force now.
+    pub fn settings(&self) -> Settings {
+        Settings { allow_anonymous: self.allow_anonymous(), limits: (*self.limits()).clone() }
+    }
+
+    /// Applies settings at once (validated by the caller); new limits apply to what happens next.
+    pub fn set_settings(&self, settings: Settings) {
+        self.allow_anonymous.store(settings.allow_anonymous, Ordering::Relaxed);
+        self.set_limits(settings.limits);
+    }
+
+    pub fn allow_anonymous(&self) -> bool {
+        self.allow_anonymous.load(Ordering::Relaxed)
     }
 
     pub fn next_connection_id(&self) -> u64 {
@@ -209,4 +238,73 @@ impl Broker {
             self.store.delete_retained(&tenant, &topic);
         }
     }
+
+    /// Adds or replaces a subscription of a session (online or offline) and routes to it.
+    /// Persisting is left to the caller (`persist_session`), so a batch is stored once.
+    pub fn add_subscription(&self, session: &Session, raw: &str, spec: &FilterSpec, sub: SubOptions) -> Subscribed {
+        let max = self.limits().max_subscriptions_per_client;
+        let is_new = {
+            let mut st = session.lock();
+            let exists = st.subscriptions.contains_key(raw);
+            if !exists && max > 0 && st.subscriptions.len() >= max {
+                tracing::warn!(limit = max, client_id = %session.client_id, "limits.max_subscriptions_per_client reached");
+                return Subscribed::QuotaExceeded;
+            }
+            st.subscriptions.insert(raw.to_string(), (spec.clone(), sub));
+            !exists
+        };
+        let client: ClientId = session.client_id.clone();
+        self.router.subscribe(&session.tenant, spec, &client, sub);
+        if is_new { Subscribed::New } else { Subscribed::Replaced }
+    }
+
+    /// Removes a subscription of a session; whether it existed.
+    pub fn remove_subscription(&self, session: &Session, raw: &str, spec: &FilterSpec) -> bool {
+        let existed = session.lock().subscriptions.remove(raw).is_some();
+        if existed {
+            self.router.unsubscribe(&session.tenant, spec, &session.client_id);
+        }
+        existed
+    }
+
+    /// Writes a persistent session's record (subscriptions, expiry) to the store.
+    pub fn persist_session(&self, session: &Session) {
+        let st = session.lock();
+        if st.expiry_secs > 0 && !st.ended {
+            self.store.put_session(&st.record(&session.tenant, &session.client_id));
+        }
+    }
+
+    /// Sets a retained message without delivering it to current subscribers; the ticket says
+    /// when it is durable. Refused when the tenant is at `limits.max_retained_messages`.
+    pub fn set_retained(&self, msg: Message) -> Result<Option<Ticket>, String> {
+        let tenant: TenantId = msg.tenant.as_str().into();
+        let msg = Arc::new(msg);
+        match self.retained.set(&tenant, msg.clone(), self.limits().max_retained_messages) {
+            RetainChange::LimitReached => Err("limits.max_retained_messages reached".into()),
+            RetainChange::Stored | RetainChange::Replaced => {
+                Metrics::inc(&self.metrics.messages_retained_set);
+                Ok(Some(self.store.put_retained(&msg)))
+            }
+            RetainChange::Cleared => Ok(Some(self.store.delete_retained(&msg.tenant, &msg.topic))),
+            RetainChange::Unchanged => Ok(None),
+        }
+    }
+
+    /// Deletes a retained message; whether there was one.
+    pub fn delete_retained(&self, tenant: &str, topic: &str) -> bool {
+        let existed = self.retained.remove(tenant, topic);
+        if existed {
+            self.store.delete_retained(tenant, topic);
+        }
+        existed
+    }
+}
+
+/// What `add_subscription` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    New,
+    Replaced,
+    QuotaExceeded,
 }

@@ -17,6 +17,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tenancy: TenancyConfig,
     pub limits: Limits,
+    pub admin: AdminConfig,
     pub store: StoreConfig,
     pub sys: SysConfig,
     pub log: LogConfig,
@@ -151,84 +152,56 @@ pub enum TenantRule {
     CertCommonName,
 }
 
-/// Limits of the core. All of them are hot-reloadable; each is logged when hit.
+pub use crds::Limits;
+
+/// The management REST API (`/api/v1`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Concurrent client connections; further CONNECTs get Quota Exceeded / Server Unavailable.
-    pub max_connections: usize,
-    /// Largest MQTT packet accepted (and advertised as v5 Maximum Packet Size), in bytes.
-    pub max_packet_size: u32,
-    /// Our v5 Receive Maximum: unacknowledged QoS 1/2 PUBLISHes a client may have in flight to us.
-    pub receive_maximum: u16,
-    /// Outbound inflight window per client; a v5 client's smaller Receive Maximum wins.
-    pub max_inflight: u16,
-    /// Messages queued per session beyond the inflight window; overflow is dropped and counted.
-    pub max_queued_messages: usize,
-    /// Subscriptions per client, 0 for no limit.
-    pub max_subscriptions_per_client: usize,
-    /// Levels in a topic name or filter.
-    pub max_topic_levels: usize,
-    /// Topic Alias Maximum offered to v5 clients (0 disables inbound aliases).
-    pub max_topic_alias: u16,
-    /// Largest keep-alive granted; a larger or zero request gets this as v5 Server Keep Alive.
-    pub max_keepalive: u16,
-    /// A connection silent for this many keep-alive periods is closed.
-    pub keepalive_multiplier: f32,
-    /// Cap on the v5 Session Expiry Interval, in seconds.
-    pub max_session_expiry: u32,
-    /// Longest client identifier accepted.
-    pub max_client_id_len: usize,
-    /// Seconds a new connection has to send CONNECT.
-    pub connect_timeout_secs: u64,
-    /// Retained messages per tenant, 0 for no limit.
-    pub max_retained_messages: usize,
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// TOML file of `[[users]]` (`username`, `password_hash`) allowed in with HTTP Basic; a
+    /// mounted Kubernetes Secret in production. With neither this nor `jwt`, the API accepts
+    /// `admin`/`public` and says so in the log.
+    pub credentials_file: Option<PathBuf>,
+    /// Accept `password = "..."` entries in plain text in `credentials_file`.
+    pub allow_plaintext_passwords: bool,
+    pub jwt: Option<JwtConfig>,
+    /// Largest `_limit` a list request may ask for.
+    pub max_page_limit: usize,
+    /// Largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Serve `/metrics` (Prometheus) without authentication.
+    pub public_metrics: bool,
+    /// Where `PUT /api/v1/config` keeps the settings it applied, so they survive a restart
+    /// (default: `settings.json` in the data directory).
+    pub settings_file: Option<PathBuf>,
 }
 
-impl Default for Limits {
+impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            max_connections: 1_000_000,
-            max_packet_size: 1024 * 1024,
-            receive_maximum: 128,
-            max_inflight: 64,
-            max_queued_messages: 1000,
-            max_subscriptions_per_client: 0,
-            max_topic_levels: 64,
-            max_topic_alias: 64,
-            max_keepalive: 65535,
-            keepalive_multiplier: 1.5,
-            max_session_expiry: u32::MAX,
-            max_client_id_len: 256,
-            connect_timeout_secs: 10,
-            max_retained_messages: 0,
+            enabled: true,
+            bind: ([0, 0, 0, 0], 8081).into(),
+            credentials_file: None,
+            allow_plaintext_passwords: false,
+            jwt: None,
+            max_page_limit: 10_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            public_metrics: false,
+            settings_file: None,
         }
     }
 }
 
-impl Limits {
-    /// Checks the values a person may get wrong; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_packet_size < 64 {
-            return Err("limits.max_packet_size must be at least 64".into());
-        }
-        if self.receive_maximum == 0 {
-            return Err("limits.receive_maximum must be at least 1".into());
-        }
-        if self.max_inflight == 0 {
-            return Err("limits.max_inflight must be at least 1".into());
-        }
-        if self.max_topic_levels == 0 {
-            return Err("limits.max_topic_levels must be at least 1".into());
-        }
-        if !(self.keepalive_multiplier >= 1.0 && self.keepalive_multiplier <= 10.0) {
-            return Err("limits.keepalive_multiplier must be between 1.0 and 10.0".into());
-        }
-        if self.max_client_id_len < 23 {
-            return Err("limits.max_client_id_len must be at least 23 (the MQTT minimum)".into());
-        }
-        Ok(())
-    }
+/// Bearer tokens: a JWT signed with this key is accepted (claims `sub` and `exp` required).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `HS256`, `HS384`, `HS512` (shared secret) or `RS256`, `ES256` (public key).
+    pub algorithm: String,
+    /// File holding the shared secret (HS*) or the PEM public key (RS*/ES*).
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,6 +1,7 @@
 //! Starling's MQTT 3.1.1/5.0 broker: listeners and connection state machine (`mqtt`), sessions,
 //! router (topic trie, shared subscriptions, retained), embedded store, tenancy and `$SYS`.
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -28,6 +28,9 @@ struct Cli {
     /// Data directory of the embedded store.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Management API bind address.
+    #[arg(long)]
+    admin_bind: Option<SocketAddr>,
     /// Log filter, e.g. `info` or `starling_broker=debug`.
     #[arg(long)]
     log_level: Option<String>,
@@ -41,6 +44,8 @@ enum Command {
     HashPassword { password: Option<String> },
     /// Print the embedded default configuration as TOML.
     DefaultConfig,
+    /// Print the management API's OpenAPI document (as checked in at broker/openapi.json).
+    Openapi,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,11 +67,22 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             return Ok(());
         }
+        Some(Command::Openapi) => {
+            print!("{}", starling_broker::admin::openapi_document());
+            return Ok(());
+        }
         None => {}
     }
+    let config = load_config(&cli)?;
+    init_logging(&config);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(&cli, config))
+}
+
+/// The config file, then `STARLING_*` variables, then flags.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
-    if let Some(n) = cli.node_name {
-        config.node.name = n;
+    if let Some(n) = &cli.node_name {
+        config.node.name = n.clone();
     }
     if let Some(a) = cli.mqtt_bind {
         config.listeners.tcp.bind = a;
@@ -74,14 +90,16 @@ fn main() -> anyhow::Result<()> {
     if let Some(a) = cli.ws_bind {
         config.listeners.ws.bind = a;
     }
-    if let Some(d) = cli.data_dir {
-        config.store.data_dir = d;
+    if let Some(a) = cli.admin_bind {
+        config.admin.bind = a;
     }
-    if let Some(l) = cli.log_level {
-        config.log.level = l;
+    if let Some(d) = &cli.data_dir {
+        config.store.data_dir = d.clone();
     }
-    init_logging(&config);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(config))
+    if let Some(l) = &cli.log_level {
+        config.log.level = l.clone();
+    }
+    Ok(config)
 }
 
 fn init_logging(config: &Config) {
@@ -95,13 +113,27 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "starting");
-    let broker = Broker::open(config).context("opening the broker")?;
-    let server = Server::start(broker).await.context("starting listeners")?;
-    wait_for_signal().await;
-    server.stop().await;
-    Ok(())
+/// Runs the node until a signal or `POST /api/v1/ctrl/stop`; `ctrl/restart` starts it again
+/// with the config file read anew.
+async fn run(cli: &Cli, mut config: Config) -> anyhow::Result<()> {
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "starting");
+        let broker = Broker::open(config).context("opening the broker")?;
+        let server = Server::start(broker.clone()).await.context("starting listeners")?;
+        let by_signal = tokio::select! {
+            _ = &mut signal => true,
+            _ = broker.shutdown.cancelled() => false,
+        };
+        server.stop().await;
+        if by_signal || !broker.restart_requested.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        drop(broker);
+        tracing::info!("restarting");
+        config = load_config(cli)?;
+    }
 }
 
 async fn wait_for_signal() {

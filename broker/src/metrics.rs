@@ -70,3 +70,19 @@ impl Metrics {
         c.load(Ordering::Relaxed)
     }
 }
+
+/// Highest values seen of the admin API's stats (connections, sessions, topics, subscriptions,
+/// shared subscriptions, routes, retained), updated whenever they are sampled.
+#[derive(Default, Debug)]
+pub struct Peaks([AtomicU64; 7]);
+
+impl Peaks {
+    /// Records `now` and returns the peaks including it.
+    pub fn sample(&self, now: [u64; 7]) -> [u64; 7] {
+        let mut out = [0; 7];
+        for (i, v) in now.into_iter().enumerate() {
+            out[i] = self.0[i].fetch_max(v, Ordering::Relaxed).max(v);
+        }
+        out
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, AppState};
 use crate::broker::{Broker, BrokerError};
 use crate::mqtt::listener::{self, Bound};
 
@@ -19,7 +20,22 @@ pub struct Server {
 impl Server {
     pub async fn start(broker: Arc<Broker>) -> Result<Server, BrokerError> {
         let tracker = TaskTracker::new();
-        let bound = listener::start(&broker, &tracker).await?;
+        let admin = if broker.config.admin.enabled {
+            let state = AppState::new(broker.clone()).map_err(|e| BrokerError::Listener(e.to_string()))?;
+            crate::admin::settings::load_persisted(&broker, &state.settings_file);
+            let addr = broker.config.admin.bind;
+            let l =
+                admin::bind(addr).await.map_err(|e| BrokerError::Listener(format!("admin listener on {addr}: {e}")))?;
+            tracing::info!(addr = ?l.local_addr().ok(), "management API listening");
+            Some((l, Arc::new(state)))
+        } else {
+            None
+        };
+        let mut bound = listener::start(&broker, &tracker).await?;
+        if let Some((l, state)) = admin {
+            bound.admin = l.local_addr().ok();
+            tracker.spawn(admin::serve(l, state));
+        }
         tracker.spawn(crate::sys::run(broker.clone()));
         let b = broker.clone();
         tracker.spawn(async move {

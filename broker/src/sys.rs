@@ -57,7 +57,9 @@ pub async fn run(broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
-            _ = tick.tick() => publish_once(&broker),
+            _ = tick.tick() => if broker.sys_enabled.load(std::sync::atomic::Ordering::Relaxed) {
+                publish_once(&broker)
+            },
         }
     }
 }

@@ -28,11 +28,11 @@ use tracing::Instrument;
 
 use super::wire::{PacketWriter, WriteError, ack, ack2, disconnect, v3_to_v5};
 use crate::auth::{AuthOutcome, CertIdentity, derive_tenant};
-use crate::broker::Broker;
+use crate::broker::{Broker, Subscribed};
 use crate::message::{Message, MessageProperties, TenantId, now_ms};
 use crate::metrics::Metrics;
 use crate::router::{ClientId, SubOptions};
-use crate::session::{Attachment, Kick, Outgoing, Session, Will};
+use crate::session::{Attachment, ConnectionInfo, Kick, Outgoing, Session, Will};
 use crate::topic::{FilterSpec, validate_name};
 
 /// Where a connection came from.
@@ -277,7 +277,7 @@ where
     } else {
         let b = broker.clone();
         let (u, p) = (username.clone(), c.password.clone());
-        let allow_anonymous = broker.config.auth.allow_anonymous;
+        let allow_anonymous = broker.allow_anonymous();
         tokio::task::spawn_blocking(move || b.auth.check(allow_anonymous, u.as_deref(), p.as_deref()))
             .await
             .unwrap_or(AuthOutcome::NotAuthorized)
@@ -353,7 +353,12 @@ where
         c.clean_start,
         expiry,
         limits.max_queued_messages,
-        Attachment { id: conn_id, kick: kick_tx, receive_max },
+        Attachment {
+            id: conn_id,
+            kick: Some(kick_tx),
+            receive_max,
+            info: ConnectionInfo { peer: peer.addr, listener: peer.listener, keep_alive, clean_start: c.clean_start },
+        },
         will,
         username,
         protocol_level,
@@ -801,19 +806,14 @@ where
                 retain_handling: u8::from(opts.retain_handling),
                 subscription_id: s.id,
             };
-            let is_new = {
-                let mut st = self.session.lock();
-                let exists = st.subscriptions.contains_key(raw.as_ref() as &str);
-                let max = limits.max_subscriptions_per_client;
-                if !exists && max > 0 && st.subscriptions.len() >= max {
-                    tracing::warn!(limit = max, "limits.max_subscriptions_per_client reached");
+            let is_new = match self.broker.add_subscription(&self.session, raw, &spec, sub) {
+                Subscribed::QuotaExceeded => {
                     status.push(SubscribeAckReason::QuotaExceeded);
                     continue;
                 }
-                st.subscriptions.insert(raw.to_string(), (spec.clone(), sub));
-                !exists
+                Subscribed::New => true,
+                Subscribed::Replaced => false,
             };
-            self.broker.router.subscribe(&self.tenant, &spec, &self.client_id, sub);
             status.push(match opts.qos {
                 QoS::AtMostOnce => SubscribeAckReason::GrantedQos0,
                 QoS::AtLeastOnce => SubscribeAckReason::GrantedQos1,
@@ -850,9 +850,7 @@ where
                 status.push(UnsubscribeAckReason::TopicFilterInvalid);
                 continue;
             };
-            let existed = self.session.lock().subscriptions.remove(raw.as_ref() as &str).is_some();
-            if existed {
-                self.broker.router.unsubscribe(&self.tenant, &spec, &self.client_id);
+            if self.broker.remove_subscription(&self.session, raw, &spec) {
                 status.push(UnsubscribeAckReason::Success);
             } else {
                 status.push(UnsubscribeAckReason::NoSubscriptionExisted);
@@ -869,9 +867,6 @@ where
     }
 
     fn persist_session(&self) {
-        let st = self.session.lock();
-        if st.expiry_secs > 0 && !st.ended {
-            self.broker.store.put_session(&st.record(&self.tenant, &self.client_id));
-        }
+        self.broker.persist_session(&self.session);
     }
 }

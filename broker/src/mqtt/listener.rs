@@ -24,6 +24,8 @@ pub struct Bound {
     pub tcp: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
     pub tls: Option<SocketAddr>,
+    /// The management API (set by `Server::start`).
+    pub admin: Option<SocketAddr>,
 }
 
 async fn bind(kind: &str, addr: SocketAddr) -> Result<TcpListener, BrokerError> {

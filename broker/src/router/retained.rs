@@ -44,7 +44,7 @@ impl RetainedStore {
         let clear = msg.payload.is_empty();
         if clear {
             let levels: Vec<&str> = msg.topic.split('/').collect();
-            let removed = Self::remove(&mut t.root, &levels);
+            let removed = Self::remove_node(&mut t.root, &levels);
             if removed {
                 t.count -= 1;
                 return RetainChange::Cleared;
@@ -77,12 +77,12 @@ impl RetainedStore {
         }
     }
 
-    fn remove(node: &mut Node, levels: &[&str]) -> bool {
+    fn remove_node(node: &mut Node, levels: &[&str]) -> bool {
         let Some((first, rest)) = levels.split_first() else {
             return node.message.take().is_some();
         };
         let Some(child) = node.children.get_mut(*first) else { return false };
-        let removed = Self::remove(child, rest);
+        let removed = Self::remove_node(child, rest);
         if child.message.is_none() && child.children.is_empty() {
             node.children.remove(*first);
         }
@@ -145,6 +145,41 @@ impl RetainedStore {
         }
     }
 
+    /// Removes the retained message of `topic`; whether there was one.
+    pub fn remove(&self, tenant: &str, topic: &str) -> bool {
+        let mut tenants = self.tenants.write();
+        let Some(t) = tenants.get_mut(tenant) else { return false };
+        let levels: Vec<&str> = topic.split('/').collect();
+        let removed = Self::remove_node(&mut t.root, &levels);
+        if removed {
+            t.count -= 1;
+        }
+        removed
+    }
+
+    /// The retained message of exactly `topic`, unless expired.
+    pub fn get(&self, tenant: &str, topic: &str) -> Option<Arc<Message>> {
+        let tenants = self.tenants.read();
+        let mut node = &tenants.get(tenant)?.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.message.clone().filter(|m| !m.is_expired(now_ms()))
+    }
+
+    /// Every retained message of a tenant (`$` topics included), sorted by topic.
+    pub fn list(&self, tenant: &str) -> Vec<Arc<Message>> {
+        let tenants = self.tenants.read();
+        let mut out = Vec::new();
+        if let Some(t) = tenants.get(tenant) {
+            Self::all(&t.root, &mut out);
+        }
+        let now = now_ms();
+        out.retain(|m| !m.is_expired(now));
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        out
+    }
+
     pub fn count(&self, tenant: &str) -> usize {
         self.tenants.read().get(tenant).map(|t| t.count).unwrap_or(0)
     }
@@ -172,7 +207,7 @@ impl RetainedStore {
             for (tenant, topic) in &expired {
                 if let Some(t) = tenants.get_mut(tenant) {
                     let levels: Vec<&str> = topic.split('/').collect();
-                    if Self::remove(&mut t.root, &levels) {
+                    if Self::remove_node(&mut t.root, &levels) {
                         t.count -= 1;
                     }
                 }

@@ -40,10 +40,28 @@ impl Kick {
 #[derive(Debug)]
 pub struct Attachment {
     pub id: u64,
-    /// Closes the connection once (takeover, admin kick).
-    pub kick: oneshot::Sender<Kick>,
+    /// Closes the connection (takeover, admin kick); used once.
+    pub kick: Option<oneshot::Sender<Kick>>,
     /// Outbound window: the client's Receive Maximum, capped by `limits.max_inflight`.
     pub receive_max: u16,
+    /// What the admin API shows of the connection.
+    pub info: ConnectionInfo,
+}
+
+/// Facts about a connection, for the admin API's client listing.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: std::net::SocketAddr,
+    pub listener: &'static str,
+    pub keep_alive: u16,
+    pub clean_start: bool,
+}
+
+impl Attachment {
+    /// Tells the connection to close; whether it was still listening.
+    pub fn kick(&mut self, kick: Kick) -> bool {
+        self.kick.take().is_some_and(|k| k.send(kick).is_ok())
+    }
 }
 
 /// A will message and its v5 delay.

@@ -81,8 +81,8 @@ impl SessionStore {
         let session = match existing {
             Some(s) => {
                 let mut st = s.lock();
-                if let Some(old) = st.conn.take() {
-                    let _ = old.kick.send(Kick::new(DisconnectReasonCode::SessionTakenOver));
+                if let Some(mut old) = st.conn.take() {
+                    old.kick(Kick::new(DisconnectReasonCode::SessionTakenOver));
                     // The old connection's will: published at once unless the delay lets this
                     // reconnect cancel it (the session goes on) .
                     if let Some(w) = st.will.take()

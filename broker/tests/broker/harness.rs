@@ -18,6 +18,8 @@ pub struct BrokerProc {
     pub tcp: SocketAddr,
     pub ws: SocketAddr,
     pub tls: Option<SocketAddr>,
+    /// The management API.
+    pub admin: SocketAddr,
     pub dir: TempDir,
     config: PathBuf,
     restarts: u32,
@@ -31,6 +33,13 @@ impl BrokerProc {
         let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let tls = extra.contains("[listeners.tls]").then(|| extra_tls_addr(extra));
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        // The admin section always gets this node's port; a test may add keys to it.
+        let extra = if extra.contains("[admin]\n") {
+            extra.replace("[admin]\n", &format!("[admin]\nbind = \"{admin}\"\n"))
+        } else {
+            format!("{extra}\n[admin]\nbind = \"{admin}\"\n")
+        };
         let config = dir.path().join("broker.toml");
         let data = dir.path().join("data");
         let text = format!(
@@ -40,7 +49,7 @@ impl BrokerProc {
             data.display()
         );
         std::fs::write(&config, text).expect("write config");
-        let mut b = BrokerProc { child: None, tcp, ws, tls, dir, config, restarts: 0 };
+        let mut b = BrokerProc { child: None, tcp, ws, tls, admin, dir, config, restarts: 0 };
         b.spawn();
         b
     }
@@ -62,7 +71,7 @@ impl BrokerProc {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(self.tcp).is_ok() {
+            if std::net::TcpStream::connect(self.tcp).is_ok() && std::net::TcpStream::connect(self.admin).is_ok() {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -107,6 +116,24 @@ impl BrokerProc {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the process has exited (and reaps it).
+    pub fn exited_within(&mut self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits until the node answers on its MQTT and admin ports again (after an in-process restart).
+    pub fn wait_listening(&mut self) {
+        self.wait_ready();
     }
 
     /// Starts again on the same ports and data directory.

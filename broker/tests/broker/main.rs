@@ -1,6 +1,7 @@
 //! Integration tests of the broker: real `starling-broker` processes, real MQTT clients
 //! (rumqttc 3.1.1 and 5.0, mosquitto_pub/sub, paho-mqtt) and a byte-level client for reason codes.
 
+mod admin;
 mod clients;
 mod harness;
 mod raw;

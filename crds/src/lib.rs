@@ -1,0 +1,11 @@
+//! Starling's contract: every object that crosses the broker's management API has its one Rust
+//! type here, used by the broker's handlers, the operator's client and the custom resources.
+//!
+//! The broker depends on this crate without Kubernetes; the custom-resource wrappers (which
+//! need `kube`) come behind a feature.
+
+pub mod cluster;
+pub mod settings;
+
+pub use cluster::{ClusterMember, ClusterMembership};
+pub use settings::{Limits, Settings};
