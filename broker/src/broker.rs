@@ -45,6 +45,7 @@ pub struct Broker {
     pub store: Store,
     pub metrics: Metrics,
     pub peaks: crate::metrics::Peaks,
+    pub bridges: crate::bridge::Bridges,
     pub auth: Authenticator,
     pub started: Instant,
     /// Cancelled to stop the node: listeners stop, clients get Server Shutting Down.
@@ -79,6 +80,7 @@ impl Broker {
             store,
             metrics: Metrics::default(),
             peaks: Default::default(),
+            bridges: Default::default(),
             auth,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
@@ -166,6 +168,7 @@ impl Broker {
         if out.matched == 0 {
             Metrics::inc(&self.metrics.messages_no_subscribers);
         }
+        self.bridges.offer(&msg);
         out
     }
 

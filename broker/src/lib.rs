@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod message;

@@ -32,6 +32,7 @@ impl Server {
             None
         };
         let mut bound = listener::start(&broker, &tracker).await?;
+        broker.bridges.restore(&broker);
         if let Some((l, state)) = admin {
             bound.admin = l.local_addr().ok();
             tracker.spawn(admin::serve(l, state));

@@ -4,8 +4,10 @@
 //! The broker depends on this crate without Kubernetes; the custom-resource wrappers (which
 //! need `kube`) come behind a feature.
 
+pub mod bridge;
 pub mod cluster;
 pub mod settings;
 
+pub use bridge::{BridgeConfig, BridgeForward, BridgeStatus, BridgeSubscription};
 pub use cluster::{ClusterMember, ClusterMembership};
 pub use settings::{Limits, Settings};

@@ -2,6 +2,7 @@
 //! per resource, the shared `AppState`, authentication, request ids and the OpenAPI document.
 
 pub mod auth;
+mod bridges;
 mod clients;
 mod cluster;
 mod ctrl;
@@ -9,7 +10,7 @@ pub mod error;
 mod nodes;
 pub mod paging;
 mod plugins;
-mod publish;
+pub mod publish;
 mod retained;
 mod routes;
 mod sessions;
@@ -91,8 +92,11 @@ impl AppState {
         ctrl::ctrl,
         cluster::get_cluster, cluster::put_cluster,
         plugins::list, plugins::toggle,
+        bridges::list, bridges::get_one, bridges::put, bridges::delete, bridges::add_subscriptions,
+        bridges::remove_subscriptions, bridges::status,
     ),
-    components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember)),
+    components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember,
+        crds::BridgeConfig, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
 )]
@@ -165,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ctrl::routes())
         .merge(cluster::routes())
         .merge(plugins::routes())
+        .merge(bridges::routes())
         .fallback(|| async { error::ApiError::not_found("path") })
         // `layer`, not `route_layer`: unknown paths need credentials too (401 before 404).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth));

@@ -19,6 +19,8 @@ use rmqtt_codec::types::QoS;
 const RETAINED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const SESSION_MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_messages");
+/// Objects managed over the admin API (bridges, rules, traffic rules): `kind \0 name` → JSON.
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 
 /// Largest number of operations committed in one transaction.
 const MAX_BATCH: usize = 8192;
@@ -71,6 +73,7 @@ enum Table {
     Retained,
     Sessions,
     Messages,
+    Objects,
 }
 
 enum Op {
@@ -139,6 +142,7 @@ impl Store {
         txn.open_table(RETAINED)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(SESSION_MESSAGES)?;
+        txn.open_table(OBJECTS)?;
         txn.commit()?;
 
         let (tx, rx) = mpsc::channel::<(u64, Op)>();
@@ -260,6 +264,37 @@ impl Store {
         Ok(loaded)
     }
 
+    /// Stores an admin-managed object (`kind` such as `bridge`) as JSON.
+    pub fn put_object<T: serde::Serialize>(&self, kind: &str, name: &str, value: &T) -> Ticket {
+        match serde_json::to_vec(value) {
+            Ok(v) => self.submit(Op::Put(Table::Objects, session_key(kind, name), v)),
+            Err(e) => {
+                tracing::error!(kind, name, error = %e, "cannot encode object; not stored");
+                Ticket(0)
+            }
+        }
+    }
+
+    pub fn delete_object(&self, kind: &str, name: &str) -> Ticket {
+        self.submit(Op::Delete(Table::Objects, session_key(kind, name)))
+    }
+
+    /// Every stored object of a kind, by name; entries that no longer parse are skipped with a log line.
+    pub fn load_objects<T: serde::de::DeserializeOwned>(&self, kind: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (lo, hi) = message_prefix_range(kind.as_bytes());
+        let mut out = Vec::new();
+        for entry in txn.open_table(OBJECTS)?.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = entry?;
+            let name = String::from_utf8_lossy(&k.value()[kind.len() + 1..]).to_string();
+            match serde_json::from_slice(v.value()) {
+                Ok(t) => out.push((name, t)),
+                Err(e) => tracing::warn!(kind, name, error = %e, "stored object no longer parses; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Commits what is queued and stops the writer. Later writes are ignored.
     pub fn close(&self) {
         self.sender.lock().take();
@@ -299,6 +334,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
         let mut retained = txn.open_table(RETAINED)?;
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut messages = txn.open_table(SESSION_MESSAGES)?;
+        let mut objects = txn.open_table(OBJECTS)?;
         for op in ops {
             match op {
                 Op::Put(table, k, v) => {
@@ -306,6 +342,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Retained => &mut retained,
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
+                        Table::Objects => &mut objects,
                     };
                     t.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -314,6 +351,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Retained => &mut retained,
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
+                        Table::Objects => &mut objects,
                     };
                     t.remove(k.as_slice())?;
                 }

@@ -2,6 +2,7 @@
 //! (rumqttc 3.1.1 and 5.0, mosquitto_pub/sub, paho-mqtt) and a byte-level client for reason codes.
 
 mod admin;
+mod bridges;
 mod clients;
 mod harness;
 mod raw;
