@@ -46,6 +46,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub peaks: crate::metrics::Peaks,
     pub bridges: crate::bridge::Bridges,
+    pub rules: crate::rules::RuleEngine,
     pub auth: Authenticator,
     pub started: Instant,
     /// Cancelled to stop the node: listeners stop, clients get Server Shutting Down.
@@ -81,6 +82,7 @@ impl Broker {
             metrics: Metrics::default(),
             peaks: Default::default(),
             bridges: Default::default(),
+            rules: Default::default(),
             auth,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
@@ -169,6 +171,7 @@ impl Broker {
             Metrics::inc(&self.metrics.messages_no_subscribers);
         }
         self.bridges.offer(&msg);
+        self.rules.offer(&self.metrics, &msg);
         out
     }
 

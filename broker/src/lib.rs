@@ -10,6 +10,7 @@ pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod router;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod store;

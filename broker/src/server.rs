@@ -33,6 +33,8 @@ impl Server {
         };
         let mut bound = listener::start(&broker, &tracker).await?;
         broker.bridges.restore(&broker);
+        broker.rules.restore(&broker);
+        tracker.spawn(crate::rules::RuleEngine::run(broker.clone()));
         if let Some((l, state)) = admin {
             bound.admin = l.local_addr().ok();
             tracker.spawn(admin::serve(l, state));

@@ -13,6 +13,7 @@ mod plugins;
 pub mod publish;
 mod retained;
 mod routes;
+mod rules;
 mod sessions;
 pub mod settings;
 mod subscriptions;
@@ -94,9 +95,11 @@ impl AppState {
         plugins::list, plugins::toggle,
         bridges::list, bridges::get_one, bridges::put, bridges::delete, bridges::add_subscriptions,
         bridges::remove_subscriptions, bridges::status,
+        rules::list, rules::create, rules::get_one, rules::put, rules::delete, rules::metrics,
     ),
     components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember,
-        crds::BridgeConfig, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus)),
+        crds::BridgeConfig, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus,
+        crds::RuleConfig, crds::RuleAction, crds::RuleMetrics, crds::ActionMetrics)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
 )]
@@ -170,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(cluster::routes())
         .merge(plugins::routes())
         .merge(bridges::routes())
+        .merge(rules::routes())
         .fallback(|| async { error::ApiError::not_found("path") })
         // `layer`, not `route_layer`: unknown paths need credentials too (401 before 404).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth));

@@ -65,6 +65,24 @@ impl BridgeLink {
         s
     }
 
+    /// Queues a message for the remote on `remote_topic` (a rule's bridge action).
+    pub fn send(&self, remote_topic: String, message: Message) {
+        let qos = message.qos;
+        self.push(Outbound { remote_topic, qos, message: Arc::new(message) }, self.config.read().max_send_queue_len);
+    }
+
+    fn push(&self, item: Outbound, max: usize) {
+        let mut q = self.queue.lock();
+        if q.len() >= max {
+            q.pop_front();
+            self.status.lock().dropped += 1;
+            tracing::warn!(bridge = %self.name, limit = max, "bridge send queue full; oldest message dropped");
+        }
+        q.push_back(item);
+        drop(q);
+        self.wake.notify_one();
+    }
+
     /// Queues a local message for the remote if a forward matches it.
     fn offer(&self, msg: &Arc<Message>) {
         if *msg.tenant != *self.tenant {
@@ -81,15 +99,7 @@ impl BridgeLink {
                 qos,
                 message: msg.clone(),
             };
-            let mut q = self.queue.lock();
-            if q.len() >= cfg.max_send_queue_len {
-                q.pop_front();
-                self.status.lock().dropped += 1;
-                tracing::warn!(bridge = %self.name, limit = cfg.max_send_queue_len, "bridge send queue full; oldest message dropped");
-            }
-            q.push_back(item);
-            drop(q);
-            self.wake.notify_one();
+            self.push(item, cfg.max_send_queue_len);
             break;
         }
     }

@@ -15,6 +15,7 @@ mod listeners;
 mod properties;
 mod qos;
 mod retained_will;
+mod rules;
 mod sessions;
 mod subscriptions;
 mod sys_tenancy;
