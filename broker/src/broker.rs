@@ -47,6 +47,9 @@ pub struct Broker {
     pub peaks: crate::metrics::Peaks,
     pub bridges: crate::bridge::Bridges,
     pub rules: crate::rules::RuleEngine,
+    pub traffic: crate::traffic::TrafficRules,
+    /// This node's view of cluster membership (set by the operator through the admin API).
+    pub cluster: RwLock<crds::ClusterMembership>,
     pub auth: Authenticator,
     pub started: Instant,
     /// Cancelled to stop the node: listeners stop, clients get Server Shutting Down.
@@ -69,6 +72,8 @@ impl Broker {
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
         let store = Store::open(&config.store.data_dir)?;
         let auth = Authenticator::load(&config.auth)?;
+        let cluster =
+            crate::admin::cluster::load(&config.store.data_dir.join(crate::admin::cluster::FILE), &config.node.name);
         let broker = Broker {
             limits: RwLock::new(Arc::new(config.limits.clone())),
             allow_anonymous: AtomicBool::new(config.auth.allow_anonymous),
@@ -83,6 +88,8 @@ impl Broker {
             peaks: Default::default(),
             bridges: Default::default(),
             rules: Default::default(),
+            traffic: Default::default(),
+            cluster: RwLock::new(cluster),
             auth,
             started: Instant::now(),
             shutdown: CancellationToken::new(),

@@ -16,6 +16,7 @@ pub mod session;
 pub mod store;
 pub mod sys;
 pub mod topic;
+pub mod traffic;
 
 pub use broker::Broker;
 pub use config::Config;

@@ -118,10 +118,25 @@ fn init_logging(config: &Config) {
 async fn run(cli: &Cli, mut config: Config) -> anyhow::Result<()> {
     let signal = wait_for_signal();
     tokio::pin!(signal);
+    let (mut restarted, mut attempts) = (false, 0);
     loop {
         tracing::info!(node = %config.node.name, version = env!("CARGO_PKG_VERSION"), "starting");
-        let broker = Broker::open(config).context("opening the broker")?;
-        let server = Server::start(broker.clone()).await.context("starting listeners")?;
+        let broker = Broker::open(config.clone()).context("opening the broker")?;
+        let server = match Server::start(broker.clone()).await {
+            Ok(s) => s,
+            // After an in-process restart a port may still be held for a moment: retry briefly.
+            Err(e) if restarted && attempts < 20 => {
+                attempts += 1;
+                tracing::warn!(error = %e, attempt = attempts, "restart: listeners not ready; retrying");
+                broker.shutdown.cancel();
+                broker.store.close();
+                drop(broker);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("starting listeners"),
+        };
+        attempts = 0;
         let by_signal = tokio::select! {
             _ = &mut signal => true,
             _ = broker.shutdown.cancelled() => false,
@@ -133,6 +148,7 @@ async fn run(cli: &Cli, mut config: Config) -> anyhow::Result<()> {
         drop(broker);
         tracing::info!("restarting");
         config = load_config(cli)?;
+        restarted = true;
     }
 }
 

@@ -55,6 +55,10 @@ counters! {
     packets_sent,
     /// Malformed or protocol-violating packets.
     packets_invalid,
+    /// PUBLISHes dropped by a traffic rule's rate or bandwidth limit.
+    traffic_throttled,
+    /// CONNECTs refused or redirected by a traffic rule (quota, placement).
+    traffic_rejected,
 }
 
 impl Metrics {

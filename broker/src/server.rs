@@ -34,6 +34,7 @@ impl Server {
         let mut bound = listener::start(&broker, &tracker).await?;
         broker.bridges.restore(&broker);
         broker.rules.restore(&broker);
+        broker.traffic.restore(&broker);
         tracker.spawn(crate::rules::RuleEngine::run(broker.clone()));
         if let Some((l, state)) = admin {
             bound.admin = l.local_addr().ok();

@@ -6,13 +6,20 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// One broker node of a cluster.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterMember {
     /// The node's name (the pod name on Kubernetes).
     pub name: String,
     /// Where its management API answers, `host:port` (the pod's stable DNS name on Kubernetes).
     pub address: String,
+    /// Where MQTT clients reach it, `host:port` (used as the v5 Server Reference when a
+    /// traffic rule places a client there).
+    #[serde(default)]
+    pub mqtt_address: Option<String>,
+    /// The node's group tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// `GET`/`PUT /api/v1/cluster`.
@@ -57,7 +64,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, address: &str) -> ClusterMember {
-        ClusterMember { name: name.into(), address: address.into() }
+        ClusterMember { name: name.into(), address: address.into(), ..Default::default() }
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub mod bridge;
 pub mod cluster;
 pub mod rule;
 pub mod settings;
+pub mod traffic;
 
 pub use bridge::{BridgeConfig, BridgeForward, BridgeStatus, BridgeSubscription};
 pub use cluster::{ClusterMember, ClusterMembership};
 pub use rule::{ActionMetrics, RuleAction, RuleConfig, RuleMetrics};
 pub use settings::{Limits, Settings};
+pub use traffic::TrafficRule;

@@ -16,6 +16,9 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/api/v1/cluster", get(get_cluster).put(put_cluster))
 }
 
+/// The file in the data directory that keeps the membership across restarts.
+pub const FILE: &str = "cluster.json";
+
 /// Reads the membership kept by the last `PUT`, or a cluster of this node alone.
 pub fn load(path: &Path, node: &str) -> ClusterMembership {
     let saved = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<ClusterMembership>(&t).ok());
@@ -31,7 +34,7 @@ pub fn load(path: &Path, node: &str) -> ClusterMembership {
 /// This node's cluster membership.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterMembership)))]
 pub async fn get_cluster(State(state): State<Arc<AppState>>) -> axum::Json<ClusterMembership> {
-    axum::Json(state.cluster.read().clone())
+    axum::Json(state.broker.cluster.read().clone())
 }
 
 /// Sets tags and members (the operator does, for every pod). `node` may be left out; if given
@@ -59,7 +62,7 @@ pub async fn put_cluster(
             format!("{}: {e}", state.cluster_file.display()),
         )
     })?;
-    *state.cluster.write() = m.clone();
+    *state.broker.cluster.write() = m.clone();
     tracing::info!(members = m.members.len(), tags = ?m.tags, "cluster membership set");
     Ok(axum::Json(m))
 }

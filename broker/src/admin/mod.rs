@@ -4,7 +4,7 @@
 pub mod auth;
 mod bridges;
 mod clients;
-mod cluster;
+pub mod cluster;
 mod ctrl;
 pub mod error;
 mod nodes;
@@ -17,6 +17,7 @@ mod rules;
 mod sessions;
 pub mod settings;
 mod subscriptions;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,20 +29,17 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use parking_lot::RwLock;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::broker::Broker;
 pub use auth::{AdminAuth, AdminAuthError};
-use crds::ClusterMembership;
 
 /// What every handler shares.
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub auth: AdminAuth,
-    pub cluster: RwLock<ClusterMembership>,
     /// Where applied settings and cluster membership are kept across restarts.
     pub settings_file: PathBuf,
     pub cluster_file: PathBuf,
@@ -53,9 +51,8 @@ impl AppState {
         let auth = AdminAuth::load(cfg)?;
         let data = &broker.config.store.data_dir;
         let settings_file = cfg.settings_file.clone().unwrap_or_else(|| data.join("settings.json"));
-        let cluster_file = data.join("cluster.json");
-        let cluster = cluster::load(&cluster_file, broker.node_name());
-        Ok(AppState { broker, auth, cluster: RwLock::new(cluster), settings_file, cluster_file })
+        let cluster_file = data.join(cluster::FILE);
+        Ok(AppState { broker, auth, settings_file, cluster_file })
     }
 
     pub fn max_page_limit(&self) -> usize {
@@ -96,10 +93,11 @@ impl AppState {
         bridges::list, bridges::get_one, bridges::put, bridges::delete, bridges::add_subscriptions,
         bridges::remove_subscriptions, bridges::status,
         rules::list, rules::create, rules::get_one, rules::put, rules::delete, rules::metrics,
+        traffic::list, traffic::replace_all, traffic::get_one, traffic::put, traffic::delete,
     ),
     components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember,
         crds::BridgeConfig, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus,
-        crds::RuleConfig, crds::RuleAction, crds::RuleMetrics, crds::ActionMetrics)),
+        crds::RuleConfig, crds::RuleAction, crds::RuleMetrics, crds::ActionMetrics, crds::TrafficRule)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),
 )]
@@ -174,6 +172,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(plugins::routes())
         .merge(bridges::routes())
         .merge(rules::routes())
+        .merge(traffic::routes())
         .fallback(|| async { error::ApiError::not_found("path") })
         // `layer`, not `route_layer`: unknown paths need credentials too (401 before 404).
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth));

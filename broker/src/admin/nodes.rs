@@ -106,6 +106,7 @@ pub async fn brokers(State(state): State<Arc<AppState>>) -> axum::Json<Vec<NodeI
 pub async fn nodes(State(state): State<Arc<AppState>>) -> axum::Json<Vec<NodeInfo>> {
     let me = this_node(&state);
     let peers: Vec<NodeInfo> = state
+        .broker
         .cluster
         .read()
         .members

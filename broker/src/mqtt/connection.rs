@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::router::{ClientId, SubOptions};
 use crate::session::{Attachment, ConnectionInfo, Kick, Outgoing, Session, Will};
 use crate::topic::{FilterSpec, validate_name};
+use crate::traffic::{ClientLimits, Refusal};
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
@@ -79,6 +80,10 @@ struct Connection<S> {
     inbound_aliases: HashMap<u16, ByteString>,
     outbound_aliases: HashMap<ByteString, u16>,
     client_alias_max: u16,
+    /// The traffic rule limits this client is under, and the rule set's generation they are from.
+    traffic: Option<ClientLimits>,
+    traffic_generation: u64,
+    username: Option<String>,
 }
 
 /// Serves one connection until it closes. Never panics on client input.
@@ -337,6 +342,35 @@ where
     }
     let requested_expiry = c.session_expiry_interval_secs;
     let expiry = requested_expiry.min(limits.max_session_expiry);
+    // Traffic rules: connection quota and node placement.
+    let traffic_generation = broker.traffic.generation();
+    let traffic = match broker.traffic.admit(&broker, &tenant, &client_id, username.as_deref()) {
+        Ok(t) => t,
+        Err(refusal) => {
+            Metrics::inc(&broker.metrics.traffic_rejected);
+            let (reason, message, server) = match refusal {
+                Refusal::Quota { rule } => {
+                    (ConnectAckReason::QuotaExceeded, format!("traffic rule {rule}: connection quota reached"), None)
+                }
+                Refusal::Elsewhere { rule, server } => (
+                    ConnectAckReason::UseAnotherServer,
+                    format!("traffic rule {rule}: this client belongs on another node"),
+                    Some(server),
+                ),
+            };
+            tracing::info!(reason = ?reason, message, server = ?server, "connection refused");
+            Metrics::inc(&broker.metrics.client_connack_refused);
+            let _ = writer.push(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                reason_code: reason,
+                reason_string: Some(message.into()),
+                server_reference: server.map(Into::into),
+                ..Default::default()
+            })));
+            let _ = writer.flush().await;
+            writer.shutdown().await;
+            return None;
+        }
+    };
     let receive_max = c.receive_max.map(|v| v.get()).unwrap_or(u16::MAX).min(limits.max_inflight);
     if let Some(max) = c.max_packet_size {
         writer = PacketWriter::new(writer.into_inner(), v5, max.get());
@@ -360,7 +394,7 @@ where
             info: ConnectionInfo { peer: peer.addr, listener: peer.listener, keep_alive, clean_start: c.clean_start },
         },
         will,
-        username,
+        username.clone(),
         protocol_level,
     );
     if let Some(w) = opened.will_to_publish {
@@ -409,6 +443,9 @@ where
         inbound_aliases: HashMap::new(),
         outbound_aliases: HashMap::new(),
         client_alias_max: c.topic_alias_max,
+        traffic_generation,
+        traffic,
+        username,
     };
     let mut out = Vec::new();
     conn.session.resend_inflight(&conn.broker.store, &mut out);
@@ -723,6 +760,10 @@ where
             reason = PublishAckReason::PayloadFormatInvalid;
         } else if p.topic.starts_with("$SYS") {
             reason = PublishAckReason::NotAuthorized;
+        } else if !self.traffic_allows(p.topic.len() + p.payload.len()) {
+            Metrics::inc(&self.broker.metrics.traffic_throttled);
+            tracing::debug!(topic = %p.topic, "PUBLISH over the traffic rule's rate; dropped");
+            reason = PublishAckReason::QuotaExceeded;
         } else {
             let msg =
                 Message::from_publish(&self.tenant, p.topic.clone(), &p, Some(ByteString::from(&*self.client_id)));
@@ -783,7 +824,24 @@ where
         }));
     }
 
+    /// Re-resolves the traffic rule limits when the rule set changed (live for open connections).
+    fn refresh_traffic(&mut self) {
+        let generation = self.broker.traffic.generation();
+        if generation != self.traffic_generation {
+            self.traffic_generation = generation;
+            self.traffic = None; // gives back the old rule's connection slot first
+            self.traffic = self.broker.traffic.limits_for(&self.tenant, &self.client_id, self.username.as_deref());
+        }
+    }
+
+    fn traffic_allows(&mut self, bytes: usize) -> bool {
+        self.refresh_traffic();
+        self.traffic.as_ref().is_none_or(|t| t.allow_publish(bytes))
+    }
+
     fn on_subscribe(&mut self, s: v5::Subscribe) -> Result<(), Close> {
+        self.refresh_traffic();
+        let traffic_max = self.traffic.as_ref().and_then(ClientLimits::max_subscriptions);
         let limits = self.broker.limits();
         let mut status = Vec::with_capacity(s.topic_filters.len());
         let mut retained = Vec::new();
@@ -806,6 +864,16 @@ where
                 retain_handling: u8::from(opts.retain_handling),
                 subscription_id: s.id,
             };
+            if let Some(max) = traffic_max {
+                let st = self.session.lock();
+                if !st.subscriptions.contains_key(raw.as_ref() as &str) && st.subscriptions.len() >= max {
+                    drop(st);
+                    Metrics::inc(&self.broker.metrics.traffic_throttled);
+                    tracing::info!(limit = max, "traffic rule max_subscriptions reached");
+                    status.push(SubscribeAckReason::QuotaExceeded);
+                    continue;
+                }
+            }
             let is_new = match self.broker.add_subscription(&self.session, raw, &spec, sub) {
                 Subscribed::QuotaExceeded => {
                     status.push(SubscribeAckReason::QuotaExceeded);

@@ -19,3 +19,4 @@ mod rules;
 mod sessions;
 mod subscriptions;
 mod sys_tenancy;
+mod traffic;
