@@ -40,6 +40,10 @@ pub struct BridgeConfig {
     /// Messages waiting for the remote (while it is away) before the oldest are dropped.
     #[serde(default = "default_queue")]
     pub max_send_queue_len: usize,
+    /// Connections to the remote sharing the send queue (client ids get `-1`, `-2`, ... after
+    /// the first); remote subscriptions use the first only.
+    #[serde(default = "default_parallel")]
+    pub parallel: u16,
     /// Local tenant whose topics are bridged (default: the default tenant).
     #[serde(default)]
     pub tenant: Option<String>,
@@ -104,6 +108,9 @@ fn default_true() -> bool {
 fn default_queue() -> usize {
     10_000
 }
+fn default_parallel() -> u16 {
+    1
+}
 fn default_template() -> String {
     "${topic}".into()
 }
@@ -124,6 +131,9 @@ impl BridgeConfig {
     pub fn validate(&self) -> Result<BridgeTransport, String> {
         if !matches!(self.proto_ver, 4 | 5) {
             return Err(format!("proto_ver must be 4 or 5, got {}", self.proto_ver));
+        }
+        if !(1..=16).contains(&self.parallel) {
+            return Err(format!("parallel must be 1 to 16, got {}", self.parallel));
         }
         if self.max_send_queue_len == 0 {
             return Err("max_send_queue_len must be at least 1".into());

@@ -80,6 +80,9 @@ impl BridgeLink {
         }
         q.push_back(item);
         drop(q);
+        // Every connection of a `parallel` bridge may send: wake the waiting ones, and leave a
+        // permit for one that is busy right now.
+        self.wake.notify_waiters();
         self.wake.notify_one();
     }
 
@@ -191,8 +194,13 @@ impl Bridges {
         if let Some(old) = self.links.write().insert(name.to_string(), link.clone()) {
             old.cancel.cancel();
         }
-        let span = tracing::info_span!("bridge", bridge = %name);
-        tokio::spawn(tracing::Instrument::instrument(remote::run(broker.clone(), link, rx), span));
+        let parallel = link.config.read().parallel.max(1);
+        let mut commands = Some(rx);
+        for index in 0..parallel {
+            let span = tracing::info_span!("bridge", bridge = %name, connection = index);
+            let task = remote::run(broker.clone(), link.clone(), index, commands.take());
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        }
     }
 
     /// Stops and forgets a bridge; whether it existed.

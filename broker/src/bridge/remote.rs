@@ -93,14 +93,17 @@ fn transport(cfg: &BridgeConfig, t: &BridgeTransport) -> Result<rumqttc::Transpo
     })
 }
 
-fn connect(name: &str, cfg: &BridgeConfig) -> Result<(Client, Loop), String> {
+fn connect(name: &str, index: u16, cfg: &BridgeConfig) -> Result<(Client, Loop), String> {
     let t = cfg.validate()?;
     let (host, port) = match &t {
         BridgeTransport::Tcp { host, port } | BridgeTransport::Tls { host, port } => (host.clone(), *port),
         // rumqttc takes the whole URL as the host for WebSocket.
         BridgeTransport::Ws { url, port, .. } => (url.clone(), *port),
     };
-    let id = cfg.clientid.clone().unwrap_or_else(|| format!("starling-bridge-{name}"));
+    let mut id = cfg.clientid.clone().unwrap_or_else(|| format!("starling-bridge-{name}"));
+    if index > 0 {
+        id = format!("{id}-{index}");
+    }
     let transport = transport(cfg, &t)?;
     let keep_alive = Duration::from_secs(u64::from(cfg.keepalive.max(5)));
     if cfg.proto_ver == 5 {
@@ -256,10 +259,17 @@ fn bring_in(
     link.status.lock().received += 1;
 }
 
-/// Runs a bridge until it is deleted, replaced or the node stops.
-pub(super) async fn run(broker: Arc<Broker>, link: Arc<BridgeLink>, mut commands: mpsc::UnboundedReceiver<Command>) {
+/// Runs connection `index` of a bridge until it is deleted, replaced or the node stops. The
+/// first connection (index 0) owns the remote subscriptions and the connection status.
+pub(super) async fn run(
+    broker: Arc<Broker>,
+    link: Arc<BridgeLink>,
+    index: u16,
+    mut commands: Option<mpsc::UnboundedReceiver<Command>>,
+) {
+    let primary = index == 0;
     let cfg = link.config();
-    let (client, mut events) = match connect(&link.name, &cfg) {
+    let (client, mut events) = match connect(&link.name, index, &cfg) {
         Ok(c) => c,
         Err(e) => {
             link.status.lock().last_error = Some(e.clone());
@@ -289,7 +299,7 @@ pub(super) async fn run(broker: Arc<Broker>, link: Arc<BridgeLink>, mut commands
                 return;
             }
             _ = link.wake.notified() => {}
-            Some(cmd) = commands.recv() => match cmd {
+            Some(cmd) = next_command(&mut commands) => match cmd {
                 Command::Subscribe(subs) => subs.iter().for_each(|s| client.subscribe(s)),
                 Command::Unsubscribe(topics) => topics.iter().for_each(|t| client.unsubscribe(t)),
             },
@@ -297,15 +307,17 @@ pub(super) async fn run(broker: Arc<Broker>, link: Arc<BridgeLink>, mut commands
                 Ok(RemoteEvent::Connected) => {
                     connected = true;
                     backoff = BACKOFF_START;
-                    {
-                        let mut s = link.status.lock();
-                        s.connected = true;
-                        s.since = now_ms();
-                    }
-                    tracing::info!(bridge = %link.name, server = %cfg.server, "bridge connected");
-                    // Subscriptions are (re)made on every connect: a clean start forgets them.
-                    for s in &link.config().subscriptions {
-                        client.subscribe(s);
+                    tracing::info!(bridge = %link.name, index, server = %cfg.server, "bridge connected");
+                    if primary {
+                        {
+                            let mut s = link.status.lock();
+                            s.connected = true;
+                            s.since = now_ms();
+                        }
+                        // Subscriptions are (re)made on every connect: a clean start forgets them.
+                        for s in &link.config().subscriptions {
+                            client.subscribe(s);
+                        }
                     }
                 }
                 Ok(RemoteEvent::Message { topic, payload, qos, retain, properties }) => {
@@ -320,7 +332,7 @@ pub(super) async fn run(broker: Arc<Broker>, link: Arc<BridgeLink>, mut commands
                         tracing::debug!(bridge = %link.name, error = %e, "bridge connect failed");
                     }
                     connected = false;
-                    {
+                    if primary {
                         let mut s = link.status.lock();
                         if s.connected {
                             s.since = now_ms();
@@ -337,5 +349,12 @@ pub(super) async fn run(broker: Arc<Broker>, link: Arc<BridgeLink>, mut commands
                 }
             },
         }
+    }
+}
+
+async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
     }
 }

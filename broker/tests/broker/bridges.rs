@@ -258,3 +258,45 @@ async fn bad_bridge_configs_are_400_naming_the_field() {
     assert_eq!(api.put("/api/v1/bridges/b%20d", json!({"server": "mqtt-tcp://x"})).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(api.get("/api/v1/bridges/none").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_parallel_bridge_shares_its_queue_and_a_rule_can_send_through_it() {
+    let remote = Mosquitto::start();
+    let b = BrokerProc::start("");
+    let api = Api::new(&b);
+    let server = format!("mqtt-tcp://127.0.0.1:{}", remote.port);
+    let (s, res) = api
+        .put("/api/v1/bridges/wide", json!({"server": server, "parallel": 3, "forwards": [{"local_topic": "wide/#"}]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{res}");
+    wait_connected(&api, "wide").await;
+    let (s, res) = api
+        .put(
+            "/api/v1/rules/to-remote",
+            json!({"rawsql": "SELECT payload.n AS n FROM \"ruled/#\"",
+                   "actions": [{"name": "bridge", "params": {"bridge": "wide", "topic": "via-rule/${n}", "qos": 1}}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{res}");
+    let mut far = clients::v4(remote.addr(), "far", true).await;
+    far.client.subscribe("#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+    settle().await;
+    let publisher = clients::v5(b.tcp, "p", |_| {}).await;
+    for i in 0..30 {
+        publisher.client.publish("wide/x", v5c::QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+    }
+    publisher.client.publish("ruled/a", v5c::QoS::AtLeastOnce, false, r#"{"n": 7}"#).await.unwrap();
+    let mut wide = std::collections::BTreeSet::new();
+    let mut via_rule = None;
+    while wide.len() < 30 || via_rule.is_none() {
+        let m = next(&mut far.rx).await.expect("forwarded");
+        if m.topic == "via-rule/7" {
+            via_rule = Some(String::from_utf8_lossy(&m.payload).to_string());
+        } else {
+            wide.insert(String::from_utf8_lossy(&m.payload).parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(wide, (0..30).collect());
+    assert_eq!(via_rule.as_deref(), Some(r#"{"n":7}"#));
+    assert_eq!(api.get("/api/v1/rules/to-remote/metrics").await.1["actions"][0]["success"], 1);
+}
