@@ -55,6 +55,10 @@ counters! {
     packets_sent,
     /// Malformed or protocol-violating packets.
     packets_invalid,
+    /// Messages by origin other than MQTT clients: the admin API's publish, bridges, rules.
+    messages_origin_http,
+    messages_origin_bridge,
+    messages_origin_rule,
     /// PUBLISHes dropped by a traffic rule's rate or bandwidth limit.
     traffic_throttled,
     /// CONNECTs refused or redirected by a traffic rule (quota, placement).

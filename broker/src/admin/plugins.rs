@@ -44,6 +44,27 @@ fn plugins(state: &AppState) -> Vec<Plugin> {
             }),
         },
         Plugin {
+            name: "bridges".into(),
+            description: "outbound MQTT links to remote brokers (/api/v1/bridges)".into(),
+            active: true,
+            toggleable: false,
+            config: json!({ "bridges": b.bridges.list().len() }),
+        },
+        Plugin {
+            name: "rules".into(),
+            description: "the SQL rule engine (/api/v1/rules)".into(),
+            active: !b.rules.paused.load(Ordering::Relaxed),
+            toggleable: true,
+            config: json!({ "rules": b.rules.list().len() }),
+        },
+        Plugin {
+            name: "traffic".into(),
+            description: "traffic rules: quotas, rate limits, placement (/api/v1/traffic-rules)".into(),
+            active: !b.traffic.is_paused(),
+            toggleable: true,
+            config: json!({ "rules": b.traffic.list().len() }),
+        },
+        Plugin {
             name: "sys".into(),
             description: "$SYS/brokers/{node}/... topics".into(),
             active: b.sys_enabled.load(Ordering::Relaxed),
@@ -86,8 +107,12 @@ pub async fn toggle(
             format!("plugin {name:?} is already {}", if load { "loaded" } else { "unloaded" }),
         ));
     }
-    // Only `sys` is toggleable today.
-    state.broker.sys_enabled.store(load, Ordering::Relaxed);
+    match name.as_str() {
+        "sys" => state.broker.sys_enabled.store(load, Ordering::Relaxed),
+        "rules" => state.broker.rules.paused.store(!load, Ordering::Relaxed),
+        "traffic" => state.broker.traffic.set_paused(!load),
+        _ => return Err(ApiError::bad(format!("plugin {name:?} cannot be loaded or unloaded at runtime"))),
+    }
     tracing::info!(plugin = %name, active = load, "plugin toggled");
     plugins(&state)
         .into_iter()

@@ -156,7 +156,7 @@ async fn do_publish(state: &AppState, req: PublishRequest) -> ApiResult<Vec<Publ
             publisher: req.clientid.as_deref().map(ByteString::from),
             received_ms: now_ms(),
         };
-        crate::metrics::Metrics::inc(&b.metrics.messages_received);
+        crate::metrics::Metrics::inc(&b.metrics.messages_origin_http);
         let published = b.publish(msg);
         if let Some(t) = published.ticket {
             b.store.wait(t).await;

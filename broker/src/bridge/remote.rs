@@ -257,6 +257,7 @@ fn bring_in(
         received_ms: now_ms(),
     });
     link.status.lock().received += 1;
+    crate::metrics::Metrics::inc(&broker.metrics.messages_origin_bridge);
 }
 
 /// Runs connection `index` of a bridge until it is deleted, replaced or the node stops. The

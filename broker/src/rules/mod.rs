@@ -52,6 +52,8 @@ pub struct RuleEngine {
     rules: RwLock<BTreeMap<String, Arc<Rule>>>,
     /// Enabled rules; publishing checks this first.
     enabled: AtomicUsize,
+    /// The `rules` plugin unloaded: no rule runs.
+    pub paused: std::sync::atomic::AtomicBool,
     tx: mpsc::Sender<Arc<Message>>,
     rx: Mutex<Option<mpsc::Receiver<Arc<Message>>>>,
     http: reqwest::Client,
@@ -63,6 +65,7 @@ impl Default for RuleEngine {
         RuleEngine {
             rules: RwLock::default(),
             enabled: AtomicUsize::new(0),
+            paused: Default::default(),
             tx,
             rx: Mutex::new(Some(rx)),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
@@ -81,7 +84,7 @@ pub enum Put {
 impl RuleEngine {
     /// Hands a published message to the worker if an enabled rule may select it.
     pub fn offer(&self, metrics: &Metrics, msg: &Arc<Message>) {
-        if self.enabled.load(Ordering::Relaxed) == 0 {
+        if self.enabled.load(Ordering::Relaxed) == 0 || self.paused.load(Ordering::Relaxed) {
             return;
         }
         let wanted =
@@ -333,6 +336,7 @@ fn republish(
         Some(t) => Bytes::from(template(t, selected)),
         None => Bytes::from(selected.to_string()),
     };
+    Metrics::inc(&broker.metrics.messages_origin_rule);
     broker.publish(derived(msg, rule, &topic, body, qos, retain));
     Ok(())
 }

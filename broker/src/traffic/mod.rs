@@ -88,11 +88,23 @@ pub enum Refusal {
 pub struct TrafficRules {
     rules: RwLock<BTreeMap<String, Arc<CompiledRule>>>,
     generation: AtomicU64,
+    /// The `traffic` plugin unloaded: no rule applies.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl TrafficRules {
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Stops (or resumes) applying every rule; open connections follow at once.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn list(&self) -> BTreeMap<String, TrafficRule> {
@@ -175,6 +187,9 @@ impl TrafficRules {
     }
 
     fn matching(&self, tenant: &str, client_id: &str, username: Option<&str>) -> Option<Arc<CompiledRule>> {
+        if self.is_paused() {
+            return None;
+        }
         self.rules.read().values().find(|r| r.matches(tenant, client_id, username)).cloned()
     }
 

@@ -640,3 +640,31 @@ async fn ctrl_restart_brings_the_node_back_and_ctrl_stop_ends_it() {
     assert_eq!(s, StatusCode::ACCEPTED);
     assert!(b.exited_within(Duration::from_secs(15)), "the process ends after ctrl/stop");
 }
+
+#[tokio::test]
+async fn prometheus_metrics_may_be_public_and_counters_tell_origins_apart() {
+    let b = BrokerProc::start("[admin]\npublic_metrics = true\n");
+    let anonymous = Api::new(&b).anonymous();
+    let (s, text) = anonymous.get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.as_str().unwrap().contains("starling_connections"));
+    assert_eq!(anonymous.get("/api/v1/metrics").await.0, StatusCode::UNAUTHORIZED, "only /metrics is public");
+    let api = Api::new(&b);
+    api.post("/api/v1/mqtt/publish", json!({"topic": "o/1", "payload": "x"})).await;
+    let (_, m) = api.get("/api/v1/metrics").await;
+    assert_eq!((m["messages.origin.http"].as_u64(), m["messages.received"].as_u64()), (Some(1), Some(0)));
+}
+
+#[tokio::test]
+async fn unloading_the_traffic_plugin_lifts_every_traffic_rule() {
+    let b = BrokerProc::start("");
+    let api = Api::new(&b);
+    api.put("/api/v1/traffic-rules/closed", json!({"client_id_pattern": "blocked-*", "max_connections": 0})).await;
+    let (_, ack) = Raw::connect_v5(b.tcp, connect("blocked-1")).await;
+    assert_eq!(ack.reason_code, v5::ConnectAckReason::QuotaExceeded);
+    let (s, p) = api.put("/api/v1/plugins/traffic/unload", json!({})).await;
+    assert_eq!((s, p["active"].as_bool()), (StatusCode::OK, Some(false)));
+    let (_, ack) = Raw::connect_v5(b.tcp, connect("blocked-2")).await;
+    assert_eq!(ack.reason_code, v5::ConnectAckReason::Success);
+    assert_eq!(api.put("/api/v1/plugins/bridges/unload", json!({})).await.0, StatusCode::BAD_REQUEST);
+}
