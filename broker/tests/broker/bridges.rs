@@ -300,3 +300,41 @@ async fn a_parallel_bridge_shares_its_queue_and_a_rule_can_send_through_it() {
     assert_eq!(via_rule.as_deref(), Some(r#"{"n":7}"#));
     assert_eq!(api.get("/api/v1/rules/to-remote/metrics").await.1["actions"][0]["success"], 1);
 }
+
+#[tokio::test]
+async fn bridges_reach_remotes_over_tls_and_websocket() {
+    let (remote, pki) = crate::listeners::tls_broker(false, "");
+    let tls = remote.tls.expect("TLS listener");
+    let local = BrokerProc::start("");
+    let api = Api::new(&local);
+    let ca = std::fs::read_to_string(pki.path().join("ca.crt")).unwrap();
+    let (s, res) = api
+        .put(
+            "/api/v1/bridges/secure",
+            json!({"server": format!("tls+mqtt-tcp://localhost:{}", tls.port()), "ca_pem": ca, "proto_ver": 5,
+                   "forwards": [{"local_topic": "sec/#"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{res}");
+    let (s, res) = api
+        .put(
+            "/api/v1/bridges/web",
+            json!({"server": format!("ws://127.0.0.1:{}/mqtt", remote.ws.port()), "forwards": [{"local_topic": "web/#"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{res}");
+    wait_connected(&api, "secure").await;
+    wait_connected(&api, "web").await;
+    let mut far = clients::v5(remote.tcp, "far", |_| {}).await;
+    far.client.subscribe("#", v5c::QoS::AtLeastOnce).await.unwrap();
+    settle().await;
+    let p = clients::v5(local.tcp, "p", |_| {}).await;
+    p.client.publish("sec/1", v5c::QoS::AtLeastOnce, false, "over tls").await.unwrap();
+    p.client.publish("web/1", v5c::QoS::AtLeastOnce, false, "over ws").await.unwrap();
+    let mut got = vec![
+        String::from_utf8_lossy(&next(&mut far.rx).await.expect("bridged").payload).to_string(),
+        String::from_utf8_lossy(&next(&mut far.rx).await.expect("bridged").payload).to_string(),
+    ];
+    got.sort();
+    assert_eq!(got, ["over tls", "over ws"]);
+}

@@ -77,7 +77,7 @@ pub fn make_pki(dir: &Path) {
     std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
 }
 
-fn tls_broker(require_client_cert: bool, extra: &str) -> (BrokerProc, tempfile::TempDir) {
+pub fn tls_broker(require_client_cert: bool, extra: &str) -> (BrokerProc, tempfile::TempDir) {
     let pki = tempfile::tempdir().unwrap();
     make_pki(pki.path());
     let d = pki.path().display();
