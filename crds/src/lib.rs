@@ -5,13 +5,17 @@
 //! need `kube`) come behind a feature.
 
 pub mod bridge;
+#[cfg(feature = "kube")]
+pub mod broker_cluster;
 pub mod cluster;
+pub mod node;
 pub mod rule;
 pub mod settings;
 pub mod traffic;
 
 pub use bridge::{BridgeConfig, BridgeForward, BridgeStatus, BridgeSubscription};
 pub use cluster::{ClusterMember, ClusterMembership};
+pub use node::NodeInfo;
 pub use rule::{ActionMetrics, RuleAction, RuleConfig, RuleMetrics};
-pub use settings::{Limits, Settings};
+pub use settings::{ConfigUpdate, Limits, Settings, SettingsChange};
 pub use traffic::TrafficRule;

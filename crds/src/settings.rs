@@ -14,6 +14,21 @@ pub struct Settings {
     pub limits: Limits,
 }
 
+/// One changed setting.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema, ToSchema)]
+pub struct SettingsChange {
+    pub from: serde_json::Value,
+    pub to: serde_json::Value,
+}
+
+/// The outcome of a `PUT`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema, ToSchema)]
+pub struct ConfigUpdate {
+    /// Dotted name (`limits.max_packet_size`) to old and new value; empty when nothing changed.
+    pub changed: std::collections::BTreeMap<String, SettingsChange>,
+    pub settings: Settings,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self { allow_anonymous: true, limits: Limits::default() }

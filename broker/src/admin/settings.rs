@@ -8,10 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use crds::Settings;
-use serde::Serialize;
+use crds::{ConfigUpdate, Settings, SettingsChange as Change};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, code, parse_json};
@@ -28,21 +26,6 @@ const NEEDS_RESTART: &[&str] = &["node", "listeners", "auth", "tenancy", "store"
 #[utoipa::path(get, path = "/api/v1/config", tag = "config", responses((status = 200, body = Settings)))]
 pub async fn get_config(State(state): State<Arc<AppState>>) -> axum::Json<Settings> {
     axum::Json(state.broker.settings())
-}
-
-/// One changed setting.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Change {
-    pub from: Value,
-    pub to: Value,
-}
-
-/// The outcome of a `PUT`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ConfigUpdate {
-    /// Dotted name (`limits.max_packet_size`) to old and new value; empty when nothing changed.
-    pub changed: BTreeMap<String, Change>,
-    pub settings: Settings,
 }
 
 /// Changes settings: give any subset of `GET`'s fields (`limits` merges field by field). New
