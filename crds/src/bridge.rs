@@ -31,6 +31,9 @@ pub struct BridgeConfig {
     /// MQTT 5: Session Expiry Interval asked of the remote, seconds.
     #[serde(default)]
     pub session_expiry_interval: Option<u32>,
+    /// MQTT 5: further CONNECT properties sent to the remote.
+    #[serde(default)]
+    pub connect_properties: Option<BridgeConnectProperties>,
     /// Local topics sent to the remote.
     #[serde(default)]
     pub forwards: Vec<BridgeForward>,
@@ -50,6 +53,19 @@ pub struct BridgeConfig {
     /// PEM CA bundle to verify a TLS remote (default: none; TLS then needs it).
     #[serde(default)]
     pub ca_pem: Option<String>,
+}
+
+/// MQTT 5 CONNECT properties of a bridge.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConnectProperties {
+    /// Receive Maximum: QoS 1/2 messages the remote may have in flight to us.
+    pub receive_maximum: Option<u16>,
+    /// Maximum Packet Size we accept from the remote.
+    pub maximum_packet_size: Option<u32>,
+    /// Topic Alias Maximum we offer the remote.
+    pub topic_alias_maximum: Option<u16>,
+    pub user_properties: std::collections::BTreeMap<String, String>,
 }
 
 /// A local filter whose messages go to the remote.
@@ -131,6 +147,17 @@ impl BridgeConfig {
     pub fn validate(&self) -> Result<BridgeTransport, String> {
         if !matches!(self.proto_ver, 4 | 5) {
             return Err(format!("proto_ver must be 4 or 5, got {}", self.proto_ver));
+        }
+        if let Some(p) = &self.connect_properties {
+            if p.receive_maximum == Some(0) {
+                return Err("connect_properties.receive_maximum must be at least 1".into());
+            }
+            if p.maximum_packet_size == Some(0) {
+                return Err("connect_properties.maximum_packet_size must be at least 1".into());
+            }
+            if self.proto_ver != 5 {
+                return Err("connect_properties need proto_ver 5".into());
+            }
         }
         if !(1..=16).contains(&self.parallel) {
             return Err(format!("parallel must be 1 to 16, got {}", self.parallel));

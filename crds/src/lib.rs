@@ -13,7 +13,7 @@ pub mod rule;
 pub mod settings;
 pub mod traffic;
 
-pub use bridge::{BridgeConfig, BridgeForward, BridgeStatus, BridgeSubscription};
+pub use bridge::{BridgeConfig, BridgeConnectProperties, BridgeForward, BridgeStatus, BridgeSubscription};
 pub use cluster::{ClusterMember, ClusterMembership};
 pub use node::NodeInfo;
 pub use rule::{ActionMetrics, RuleAction, RuleConfig, RuleMetrics};

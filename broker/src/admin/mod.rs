@@ -96,7 +96,7 @@ impl AppState {
         traffic::list, traffic::replace_all, traffic::get_one, traffic::put, traffic::delete,
     ),
     components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember,
-        crds::BridgeConfig, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus,
+        crds::BridgeConfig, crds::BridgeConnectProperties, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus,
         crds::RuleConfig, crds::RuleAction, crds::RuleMetrics, crds::ActionMetrics, crds::TrafficRule)),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = [])),

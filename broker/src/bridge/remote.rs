@@ -110,6 +110,12 @@ fn connect(name: &str, index: u16, cfg: &BridgeConfig) -> Result<(Client, Loop),
         let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
         o.set_transport(transport).set_keep_alive(keep_alive).set_clean_start(cfg.clean_start);
         o.set_session_expiry_interval(cfg.session_expiry_interval);
+        if let Some(p) = &cfg.connect_properties {
+            o.set_receive_maximum(p.receive_maximum)
+                .set_max_packet_size(p.maximum_packet_size)
+                .set_topic_alias_max(p.topic_alias_maximum)
+                .set_user_properties(p.user_properties.clone().into_iter().collect());
+        }
         if let Some(u) = &cfg.username {
             o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
         }

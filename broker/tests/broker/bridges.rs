@@ -116,13 +116,17 @@ async fn two_starling_brokers_bridged_both_ways_keep_properties_and_do_not_loop(
         let (s, res) = api
             .put(
                 "/api/v1/bridges/peer",
-                json!({"server": format!("mqtt-tcp://{}", other.tcp), "proto_ver": 5, "forwards": [{"local_topic": "shared/#"}]}),
+                json!({"server": format!("mqtt-tcp://{}", other.tcp), "proto_ver": 5, "forwards": [{"local_topic": "shared/#"}],
+                       "connect_properties": {"receive_maximum": 50, "user_properties": {"via": "bridge"}}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{res}");
     }
     wait_connected(&api_a, "peer").await;
     wait_connected(&api_b, "peer").await;
+    // A's CONNECT properties reached B: its Receive Maximum is B's outbound window for it.
+    let (_, client) = api_b.get("/api/v1/clients/starling-bridge-peer").await;
+    assert_eq!((client["proto_ver"].as_u64(), client["max_inflight"].as_u64()), (Some(5), Some(50)), "{client}");
     let mut on_b = clients::v5(b.tcp, "on-b", |_| {}).await;
     on_b.client.subscribe("shared/#", v5c::QoS::AtLeastOnce).await.unwrap();
     let mut on_a = clients::v5(a.tcp, "on-a", |_| {}).await;
@@ -249,6 +253,7 @@ async fn bad_bridge_configs_are_400_naming_the_field() {
         (json!({"server": "mqtt-tcp://x", "forwards": [{"local_topic": "a", "qos": 7}]}), "forwards[0].qos"),
         (json!({"server": "mqtt-tcp://x", "sever": 1}), "sever"),
         (json!({"server": "tls+mqtt-tcp://x"}), "ca_pem"),
+        (json!({"server": "mqtt-tcp://x", "connect_properties": {"receive_maximum": 5}}), "proto_ver 5"),
     ];
     for (body, names) in cases {
         let (s, e) = api.put("/api/v1/bridges/bad", body.clone()).await;
