@@ -18,6 +18,7 @@ pub struct BridgeConfig {
     #[serde(default)]
     pub clientid: Option<String>,
     #[serde(default)]
+    #[schemars(description = "User name on the remote.")]
     pub username: Option<String>,
     /// On Kubernetes the operator fills this in from a Secret.
     #[serde(default)]
@@ -65,6 +66,7 @@ pub struct BridgeConnectProperties {
     pub maximum_packet_size: Option<u32>,
     /// Topic Alias Maximum we offer the remote.
     pub topic_alias_maximum: Option<u16>,
+    #[schemars(description = "User Properties sent in CONNECT.")]
     pub user_properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -92,6 +94,7 @@ pub struct BridgeSubscription {
     #[serde(default = "default_template")]
     pub local_topic: String,
     #[serde(default = "default_qos1")]
+    #[schemars(description = "QoS of the subscription on the remote (default 1).")]
     pub qos: u8,
 }
 

@@ -8,6 +8,8 @@ pub mod bridge;
 #[cfg(feature = "kube")]
 pub mod broker_cluster;
 pub mod cluster;
+#[cfg(feature = "kube")]
+pub mod managed;
 pub mod node;
 pub mod rule;
 pub mod settings;

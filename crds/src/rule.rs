@@ -15,10 +15,13 @@ pub struct RuleConfig {
     pub rawsql: String,
     /// Run, in order, for every message the rule selects.
     #[serde(default)]
+    #[schemars(schema_with = "actions_schema")]
     pub actions: Vec<RuleAction>,
     #[serde(default = "default_true")]
+    #[schemars(description = "Run the rule (false: keep it, but select nothing).")]
     pub enabled: bool,
     #[serde(default)]
+    #[schemars(description = "Free text for people.")]
     pub description: Option<String>,
     /// Tenant whose messages the rule sees (default: the default tenant).
     #[serde(default)]
@@ -35,6 +38,49 @@ fn default_timeout_ms() -> u64 {
 
 fn default_retries() -> u32 {
     2
+}
+
+/// The JSON schema of `actions` (for the custom resources): one object per action with
+/// `name` and the union of every action's `params`, each documented. The derived schema of the
+/// adjacently tagged enum is a `oneOf` whose variants give `name` different values, which a
+/// Kubernetes structural schema cannot express; CEL rules check each action's required params.
+fn actions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "description": "Run, in order, for every message the rule selects.",
+        "items": {
+            "type": "object",
+            "description": "One action: `name` and its `params`.",
+            "required": ["name"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "enum": ["republish", "bridge", "webhook"],
+                    "description": "`republish` (publish locally), `bridge` (send through a named bridge) or `webhook` (HTTP POST)."
+                },
+                "params": {
+                    "type": "object",
+                    "description": "The action's parameters; `${field}` in templates is a selected field.",
+                    "properties": {
+                        "topic": {"type": "string", "description": "republish: topic template (required); bridge: remote topic template (default: the message's topic)."},
+                        "qos": {"type": "integer", "minimum": 0, "maximum": 2, "description": "republish, bridge: QoS of the published message (default 0)."},
+                        "retain": {"type": "boolean", "description": "republish: set the retain flag (default false)."},
+                        "payload": {"type": "string", "description": "republish: payload template (default: the selected fields as a JSON object)."},
+                        "bridge": {"type": "string", "description": "bridge: the Bridge's name (required)."},
+                        "url": {"type": "string", "description": "webhook: http:// or https:// URL (required)."},
+                        "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "webhook: extra HTTP headers."},
+                        "timeout_ms": {"type": "integer", "minimum": 0, "description": "webhook: timeout of one attempt in milliseconds (default 5000)."},
+                        "retries": {"type": "integer", "minimum": 0, "description": "webhook: extra attempts after a failure, with back-off (default 2)."}
+                    }
+                }
+            },
+            "x-kubernetes-validations": [
+                {"rule": "self.name != 'republish' || (has(self.params) && has(self.params.topic))", "message": "a republish action needs params.topic"},
+                {"rule": "self.name != 'bridge' || (has(self.params) && has(self.params.bridge))", "message": "a bridge action needs params.bridge"},
+                {"rule": "self.name != 'webhook' || (has(self.params) && has(self.params.url))", "message": "a webhook action needs params.url"}
+            ]
+        }
+    })
 }
 
 /// What to do with a selected message. `${field}` in templates is a selected field.

@@ -2,12 +2,13 @@
 //! as the YAML checked in at `charts/starling/crds/` (one file per CRD).
 
 use crds::broker_cluster::BrokerCluster;
+use crds::managed::{BridgeResource, RuleResource, TrafficRuleResource};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Every CRD of the project.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![BrokerCluster::crd()]
+    vec![BrokerCluster::crd(), BridgeResource::crd(), RuleResource::crd(), TrafficRuleResource::crd()]
 }
 
 /// One CRD as YAML, with a header saying where it comes from.
@@ -117,6 +118,60 @@ mod tests {
             assert_eq!(check(old.clone(), Some(old.clone())), Ok(()));
             let e = check(cluster("demo", json!({"persistence": {"size": "2Gi"}})), Some(old)).unwrap_err();
             assert!(e.contains("persistence cannot change"), "{e}");
+        }
+
+        /// A Bridge, Rule or TrafficRule object of the CRD `crd`, checked like [`check`].
+        fn check_managed(
+            crd: CustomResourceDefinition,
+            kind: &str,
+            spec: Value,
+            old: Option<Value>,
+        ) -> Result<(), String> {
+            let crd = serde_json::to_value(crd).unwrap();
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let obj = |spec: Value| json!({"apiVersion": "starling.dev/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": spec});
+            let old = old.map(obj);
+            kube::core::cel::Validator::new().validate(schema, &obj(spec), old.as_ref()).map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn a_rules_sql_must_not_be_empty() {
+            use crds::managed::RuleResource;
+            let ok = json!({"clusterRef": "demo", "rule": {"rawsql": "SELECT * FROM \"t/#\"",
+                            "actions": [{"name": "republish", "params": {"topic": "x"}}]}});
+            assert_eq!(check_managed(RuleResource::crd(), "Rule", ok, None), Ok(()));
+            let e = check_managed(
+                RuleResource::crd(),
+                "Rule",
+                json!({"clusterRef": "demo", "rule": {"rawsql": "  "}}),
+                None,
+            )
+            .unwrap_err();
+            assert!(e.contains("rawsql must not be empty"), "{e}");
+            let no_topic = json!({"clusterRef": "demo", "rule": {"rawsql": "SELECT 1 FROM \"t\"",
+                                  "actions": [{"name": "republish", "params": {"qos": 1}}]}});
+            let e = check_managed(RuleResource::crd(), "Rule", no_topic, None).unwrap_err();
+            assert!(e.contains("needs params.topic"), "{e}");
+        }
+
+        #[test]
+        fn cluster_ref_is_immutable() {
+            use crds::managed::TrafficRuleResource;
+            let old = json!({"clusterRef": "demo"});
+            let crd = TrafficRuleResource::crd;
+            assert_eq!(check_managed(crd(), "TrafficRule", old.clone(), Some(old.clone())), Ok(()));
+            let e = check_managed(crd(), "TrafficRule", json!({"clusterRef": "other"}), Some(old)).unwrap_err();
+            assert!(e.contains("clusterRef is immutable"), "{e}");
+        }
+
+        #[test]
+        fn a_bridge_password_belongs_in_a_secret() {
+            use crds::managed::BridgeResource;
+            let ok = json!({"clusterRef": "demo", "bridge": {"server": "mqtt-tcp://r:1883"}, "passwordSecretRef": {"name": "s"}});
+            assert_eq!(check_managed(BridgeResource::crd(), "Bridge", ok, None), Ok(()));
+            let bad = json!({"clusterRef": "demo", "bridge": {"server": "mqtt-tcp://r:1883", "password": "x"}});
+            let e = check_managed(BridgeResource::crd(), "Bridge", bad, None).unwrap_err();
+            assert!(e.contains("passwordSecretRef"), "{e}");
         }
 
         #[test]

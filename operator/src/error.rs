@@ -21,6 +21,12 @@ pub enum Error {
     LostLeadership,
     #[error("HTTP endpoints: {0}")]
     Server(#[from] std::io::Error),
+    /// A broker refused an object (its message), or some brokers could not be reached; the
+    /// status says which.
+    #[error("{0}")]
+    Brokers(String),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -34,6 +40,13 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::Leader(_) | Error::LostLeadership => "leader_election",
             Error::Server(_) => "server",
+            Error::Brokers(_) => "admin_api",
+            Error::Finalizer(e) => match &**e {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.kind()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics: reconciles (by result), their durations, errors (by
-//! kind), admin API calls (by verb, path and outcome) and the BrokerClusters it manages.
+//! kind), admin API calls (by verb, path and outcome), writes of Bridges, Rules and
+//! TrafficRules to brokers, and the custom resources it manages.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -35,6 +36,13 @@ pub struct AdminCallLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub controller: &'static str,
+    /// `put` or `delete`.
+    pub op: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric, registered once.
@@ -46,6 +54,7 @@ pub struct Metrics {
     pub admin_calls: Family<AdminCallLabels, Counter>,
     pub admin_call_duration: HistogramFamily<AdminCallLabels>,
     pub managed: Family<ControllerLabels, Gauge<i64, AtomicI64>>,
+    pub broker_writes: Family<WriteLabels, Counter>,
     pub leader: Gauge<i64, AtomicI64>,
 }
 
@@ -62,6 +71,7 @@ impl Default for Metrics {
         let admin_calls = Family::<AdminCallLabels, Counter>::default();
         let admin_call_duration = HistogramFamily::<AdminCallLabels>::new_with_constructor(duration_histogram);
         let managed = Family::<ControllerLabels, Gauge<i64, AtomicI64>>::default();
+        let broker_writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register("reconciles", "Reconciles finished, by result (ok or error)", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile took", reconcile_duration.clone());
@@ -77,8 +87,23 @@ impl Default for Metrics {
             admin_call_duration.clone(),
         );
         registry.register("managed_objects", "Custom resources currently known to the controller", managed.clone());
+        registry.register(
+            "broker_writes",
+            "Bridges, rules and traffic rules written to (put) or removed from (delete) one broker; 0 a pass when nothing changed",
+            broker_writes.clone(),
+        );
         registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
-        Metrics { registry, reconciles, reconcile_duration, errors, admin_calls, admin_call_duration, managed, leader }
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            errors,
+            admin_calls,
+            admin_call_duration,
+            managed,
+            broker_writes,
+            leader,
+        }
     }
 }
 
@@ -97,6 +122,11 @@ impl Metrics {
     pub fn admin_call(&self, labels: AdminCallLabels, took: Duration) {
         self.admin_call_duration.get_or_create(&labels).observe(took.as_secs_f64());
         self.admin_calls.get_or_create(&labels).inc();
+    }
+
+    /// Records one object written to (`put`) or removed from (`delete`) one broker.
+    pub fn broker_write(&self, controller: &'static str, op: &'static str) {
+        self.broker_writes.get_or_create(&WriteLabels { controller, op }).inc();
     }
 
     /// The Prometheus text exposition of everything.

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crds::broker_cluster::BrokerCluster;
+use crds::managed::{BridgeResource, RuleResource, TrafficRuleResource};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::controllers::broker_cluster::{self, CONTROLLER, Context, ImageDefaults};
+use crate::controllers::managed::{self, ManagedContext};
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::resources::{APP_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
 use crate::server::{self, Health};
@@ -167,7 +169,8 @@ async fn lead_then_run(
     if was_lost { Err(Error::LostLeadership) } else { Ok(()) }
 }
 
-/// One BrokerCluster controller per watched namespace (or one for all), until `stop`.
+/// The BrokerCluster, Bridge, Rule and TrafficRule controllers per watched namespace (or one
+/// of each for all), until `stop`.
 async fn run_controllers(
     cfg: &RunConfig,
     client: Client,
@@ -183,14 +186,20 @@ async fn run_controllers(
             reqwest::Client::new()
         }
     };
+    let managed_ctx = Arc::new(ManagedContext::new(client.clone(), http.clone(), recorder.clone(), metrics.clone()));
     let ctx = Arc::new(Context::new(client.clone(), http, recorder, metrics.clone(), cfg.images.clone()));
     let scopes: Vec<Option<String>> =
         if cfg.namespaces.is_empty() { vec![None] } else { cfg.namespaces.iter().cloned().map(Some).collect() };
     let stop = futures::future::FutureExt::shared(Box::pin(stop));
-    let runs = scopes.into_iter().map(|ns| {
-        info!(namespace = ns.as_deref().unwrap_or("(all)"), "watching BrokerClusters");
-        broker_cluster_controller(client.clone(), ns, ctx.clone(), cfg.concurrency, stop.clone())
-    });
+    let mut runs: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    for ns in scopes {
+        info!(namespace = ns.as_deref().unwrap_or("(all)"), "watching BrokerClusters, Bridges, Rules and TrafficRules");
+        let (c, n, m, k) = (client.clone(), ns.clone(), managed_ctx.clone(), cfg.concurrency);
+        runs.push(Box::pin(broker_cluster_controller(client.clone(), ns, ctx.clone(), k, stop.clone())));
+        runs.push(Box::pin(managed::run::<BridgeResource>(c.clone(), n.clone(), m.clone(), k, stop.clone())));
+        runs.push(Box::pin(managed::run::<RuleResource>(c.clone(), n.clone(), m.clone(), k, stop.clone())));
+        runs.push(Box::pin(managed::run::<TrafficRuleResource>(c, n, m, k, stop.clone())));
+    }
     futures::future::join_all(runs).await;
     info!("controllers stopped");
 }
