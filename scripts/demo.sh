@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The demo: builds and starts a Starling broker on 127.0.0.1, shows a subscriber receiving a
-# QoS 1 message with MQTT 5 properties and a retained message, then keeps the broker running
-# in the foreground until Ctrl-C.
+# The demo. By default, on the local control plane: installs a real single-node Kubernetes
+# (cached after the first run), builds and loads the broker image, deploys three brokers and
+# prints how to reach them with kubectl and mosquitto_pub; Ctrl-C tears it all down (root).
+# With --local: builds and starts one broker on 127.0.0.1, shows a subscriber receiving a QoS 1
+# message with MQTT 5 properties and a retained message, and keeps it running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+if [ "${1:-}" != "--local" ]; then
+  exec cargo run -p e2e -- up
+fi
 cargo build --release -p starling-broker
 data=$(mktemp -d)
 ./target/release/starling-broker --data-dir "$data" --mqtt-bind 127.0.0.1:1883 --ws-bind 127.0.0.1:8083 &

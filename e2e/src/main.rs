@@ -1,0 +1,127 @@
+//! `cargo run -p e2e -- up|down|image`: the local Kubernetes demo of Starling (cluster, broker
+//! image, sample deployment) in the foreground until Ctrl-C, its cleanup, and the image alone.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use starling_e2e::image::BROKER_IMAGE;
+use starling_e2e::kubectl::Kubectl;
+use starling_e2e::{cluster, demo, image};
+
+#[derive(Parser)]
+#[command(
+    name = "e2e",
+    about = "Starling on a local single-node Kubernetes (run as root)",
+    after_help = "Environment: STARLING_E2E_BROKER_BIN=PATH packs that broker binary instead of building \
+                  target/release/starling-broker; the STARLING_* variables of e2e/cluster/common.sh set the \
+                  cluster's name, state dir and addresses."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the cluster's binaries (cached), bring the cluster up, build and load the broker
+    /// image, deploy 3 brokers, and stay until Ctrl-C (SIGINT/SIGTERM); then tear it all down.
+    Up {
+        /// Skip `e2e/cluster/install.sh` (when you know everything is installed).
+        #[arg(long)]
+        skip_install: bool,
+        /// Seconds to wait for the brokers to become Ready.
+        #[arg(long, default_value_t = 300)]
+        ready_timeout: u64,
+    },
+    /// Tear down a cluster left behind (idempotent): processes, mounts, cgroups, netns, veth.
+    Down {
+        /// Also remove the state dir with the daemons' logs.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Build the broker image tarball from the release binary (mkimage.py) and print its path.
+    Image {
+        #[arg(long, default_value = BROKER_IMAGE)]
+        tag: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[e2e] error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Up { skip_install, ready_timeout } => up(skip_install, Duration::from_secs(ready_timeout)),
+        Command::Down { purge } => cluster::down(purge),
+        Command::Image { tag } => {
+            let tar = image::build_broker_image(&tag)?;
+            println!("{}", tar.display());
+            Ok(())
+        }
+    }
+}
+
+fn up(skip_install: bool, ready_timeout: Duration) -> Result<()> {
+    // From here on SIGINT/SIGTERM only set the flag: the demo ends, and always tears down.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let started = Instant::now();
+    let result = bring_up(skip_install, ready_timeout, &stop);
+    match &result {
+        Ok(usage) => {
+            println!("{usage}");
+            eprintln!("[e2e] demo up in {}s; waiting for Ctrl-C", started.elapsed().as_secs());
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(200));
+            }
+            eprintln!("[e2e] stopping");
+        }
+        Err(e) => eprintln!("[e2e] up failed: {e:#}\n[e2e] the daemons' logs stay in the cluster's state dir (logs/)"),
+    }
+    eprintln!("[e2e] tearing the cluster down (e2e/cluster/down.sh)");
+    let down = cluster::down(false);
+    result.map(drop).and(down)
+}
+
+/// Everything up to a Ready demo; returns the usage text. Checks for Ctrl-C between steps.
+fn bring_up(skip_install: bool, ready_timeout: Duration, stop: &AtomicBool) -> Result<String> {
+    let step = |what: &str| -> Result<()> {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted before {what}");
+        }
+        eprintln!("[e2e] {what}");
+        Ok(())
+    };
+    if !skip_install {
+        step("installing the cluster's binaries (e2e/cluster/install.sh; cached after the first run)")?;
+        cluster::install()?;
+    }
+    step("bringing the cluster up (e2e/cluster/up.sh)")?;
+    let kubeconfig = cluster::up()?;
+    let layout = cluster::Layout::load()?;
+    let k = Kubectl::new(layout.kubectl_bin(), kubeconfig);
+    step("building the broker image (release binary, mkimage.py)")?;
+    let tar = image::build_broker_image(BROKER_IMAGE)?;
+    step("loading the image into the cluster (e2e/cluster/load-image.sh)")?;
+    cluster::load_image(&tar)?;
+    step(&format!("deploying {} and waiting until the brokers are Ready", demo::SAMPLE))?;
+    demo::install(&k)?;
+    let endpoints = demo::wait_ready(&k, ready_timeout)?;
+    step("demo ready")?;
+    Ok(demo::usage(&k, &endpoints, Some(&layout.dns_svc_ip)))
+}
