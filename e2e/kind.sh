@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # kind.sh — Starling's e2e suite on kind, for users with Docker and kind (Linux).
 # Owns: the kind cluster $KIND_CLUSTER_NAME (default starling-e2e), its kubeconfig in
-#   target/e2e/kind-kubeconfig, the image starling/broker:dev built from broker/Dockerfile,
-#   and two host routes (the cluster's pod and Service subnets via the kind node's address) so
+#   target/e2e/kind-kubeconfig, the images starling/broker:dev and starling/operator:dev built
+#   from broker/Dockerfile and operator/Dockerfile, and two host routes (the cluster's pod and Service subnets via the kind node's address) so
 #   the suite reaches pod IPs, ClusterIPs and the cluster DNS from this machine, exactly as on
 #   the local cluster (e2e/cluster). Everything is removed at exit unless --keep is given
 #   (then the cluster, its kubeconfig and the routes stay, and how to remove them is printed).
-# Steps: create the cluster, `docker build` the image, `kind load docker-image`, deploy
-#   e2e/samples/broker.yaml and wait until Ready, then run the same suite as
-#   `cargo test -p e2e` with STARLING_E2E_KUBECONFIG pointing at kind.
-# Needs: docker, kind, kubectl, cargo, ip (iproute2); root or sudo for the routes.
+# Steps: create the cluster, `docker build` both images, `kind load docker-image`, then run the
+#   same suite as `cargo test -p e2e` with STARLING_E2E_KUBECONFIG pointing at kind (its cases
+#   `helm install` charts/starling and apply e2e/samples/quickstart.yaml themselves).
+# Needs: docker, kind, kubectl, helm, cargo, ip (iproute2); root or sudo for the routes.
 # Usage: e2e/kind.sh [--keep] [-- TEST-ARGS...]   (e.g. -- statefulset)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KIND_CLUSTER_NAME:-starling-e2e}
 IMAGE=${STARLING_E2E_IMAGE:-starling/broker:dev}
+# The chart is installed with this tag (e2e/src/demo.rs, chart_values).
+OPERATOR_IMAGE=starling/operator:dev
 # Subnets apart from the local cluster's (10.244.0.0/16, 10.96.0.0/16) so both can coexist.
 POD_SUBNET=${KIND_POD_SUBNET:-10.245.0.0/16}
 SERVICE_SUBNET=${KIND_SERVICE_SUBNET:-10.97.0.0/16}
@@ -30,13 +32,13 @@ while (($# > 0)); do
   case $1 in
     --keep) keep=1 ;;
     --) shift; test_args=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
   shift
 done
 
-for c in docker kind kubectl cargo ip; do
+for c in docker kind kubectl helm cargo ip; do
   command -v "$c" >/dev/null || die "$c not found on PATH"
 done
 if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
@@ -81,10 +83,12 @@ networking:
   serviceSubnet: "$SERVICE_SUBNET"
 EOF
 
-# --- image -----------------------------------------------------------------------------------
+# --- images ----------------------------------------------------------------------------------
 log "docker build -f broker/Dockerfile -t $IMAGE"
 DOCKER_BUILDKIT=1 docker build -f "$ROOT/broker/Dockerfile" -t "$IMAGE" "$ROOT"
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+log "docker build -f operator/Dockerfile -t $OPERATOR_IMAGE"
+DOCKER_BUILDKIT=1 docker build -f "$ROOT/operator/Dockerfile" -t "$OPERATOR_IMAGE" "$ROOT"
+kind load docker-image "$IMAGE" "$OPERATOR_IMAGE" --name "$CLUSTER"
 
 # --- routes: pod and Service IPs via the node, as on the local cluster ------------------------
 node_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CLUSTER-control-plane")
@@ -96,19 +100,10 @@ for subnet in "$POD_SUBNET" "$SERVICE_SUBNET"; do
 done
 log "routed $POD_SUBNET and $SERVICE_SUBNET via the kind node $node_ip"
 
-# --- the sample deployment ----------------------------------------------------------------------
-log "deploying e2e/samples/broker.yaml"
-k apply -f "$ROOT/e2e/samples/broker.yaml"
-if ! k -n starling rollout status statefulset/starling-broker --timeout=180s; then
-  k -n starling get all -o wide || true
-  k -n starling describe pods || true
-  k -n starling logs -l app.kubernetes.io/name=starling-broker --all-containers --tail=50 || true
-  die "the sample brokers did not become Ready"
-fi
-
 # --- the e2e suite ----------------------------------------------------------------------------
 log "running the e2e suite against kind"
 cd "$ROOT"
-STARLING_E2E_KUBECONFIG=$KUBECONFIG_FILE STARLING_E2E_KUBECTL=$(command -v kubectl) STARLING_E2E_IMAGE=$IMAGE \
+STARLING_E2E_KUBECONFIG=$KUBECONFIG_FILE STARLING_E2E_KUBECTL=$(command -v kubectl) \
+  STARLING_E2E_HELM=$(command -v helm) STARLING_E2E_IMAGE=$IMAGE \
   cargo test -p e2e --test e2e -- ${test_args[@]+"${test_args[@]}"}
 log "e2e suite passed on kind"

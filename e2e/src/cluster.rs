@@ -91,6 +91,10 @@ impl Layout {
         self.bin_dir.join("kubectl")
     }
 
+    pub fn helm_bin(&self) -> PathBuf {
+        self.bin_dir.join("helm")
+    }
+
     pub fn crictl(&self) -> Cmd {
         let endpoint = format!("unix://{}", self.containerd_sock.display());
         Cmd::new(self.bin_dir.join("crictl")).args(["--runtime-endpoint", &endpoint, "--image-endpoint", &endpoint])

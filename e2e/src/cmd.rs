@@ -57,6 +57,11 @@ impl Cmd {
         self
     }
 
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.command.env_remove(key);
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Cmd {
         self.timeout = timeout;
         self

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod demo;
 pub mod dns;
 pub mod fence;
+pub mod helm;
 pub mod image;
 pub mod kubectl;
 pub mod mqtt;

@@ -1,5 +1,5 @@
-//! `cargo run -p e2e -- up|down|image`: the local Kubernetes demo of Starling (cluster, broker
-//! image, sample deployment) in the foreground until Ctrl-C, its cleanup, and the image alone.
+//! `cargo run -p e2e -- up|down|image`: the local Kubernetes demo of Starling (cluster, images,
+//! chart, quickstart BrokerCluster) in the foreground until Ctrl-C, its cleanup, and the images.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use starling_e2e::image::BROKER_IMAGE;
+use starling_e2e::helm::Helm;
+use starling_e2e::image::{BROKER_IMAGE, Component, OPERATOR_IMAGE};
 use starling_e2e::kubectl::Kubectl;
 use starling_e2e::{cluster, demo, image};
 
@@ -18,8 +19,8 @@ use starling_e2e::{cluster, demo, image};
 #[command(
     name = "e2e",
     about = "Starling on a local single-node Kubernetes (run as root)",
-    after_help = "Environment: STARLING_E2E_BROKER_BIN=PATH packs that broker binary instead of building \
-                  target/release/starling-broker; the STARLING_* variables of e2e/cluster/common.sh set the \
+    after_help = "Environment: STARLING_E2E_BROKER_BIN=PATH and STARLING_E2E_OPERATOR_BIN=PATH pack those \
+                  binaries instead of building target/release/starling-{broker,operator}; the STARLING_* variables of e2e/cluster/common.sh set the \
                   cluster's name, state dir and addresses."
 )]
 struct Cli {
@@ -30,7 +31,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the cluster's binaries (cached), bring the cluster up, build and load the broker
-    /// image, deploy 3 brokers, and stay until Ctrl-C (SIGINT/SIGTERM); then tear it all down.
+    /// and operator images, `helm install` the chart, apply samples/quickstart.yaml (3 brokers),
+    /// and stay until Ctrl-C (SIGINT/SIGTERM); then tear it all down.
     Up {
         /// Skip `e2e/cluster/install.sh` (when you know everything is installed).
         #[arg(long)]
@@ -45,10 +47,13 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
-    /// Build the broker image tarball from the release binary (mkimage.py) and print its path.
+    /// Build the broker and operator image tarballs from the release binaries (mkimage.py) and
+    /// print their paths.
     Image {
         #[arg(long, default_value = BROKER_IMAGE)]
-        tag: String,
+        broker_tag: String,
+        #[arg(long, default_value = OPERATOR_IMAGE)]
+        operator_tag: String,
     },
 }
 
@@ -66,9 +71,10 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Up { skip_install, ready_timeout } => up(skip_install, Duration::from_secs(ready_timeout)),
         Command::Down { purge } => cluster::down(purge),
-        Command::Image { tag } => {
-            let tar = image::build_broker_image(&tag)?;
-            println!("{}", tar.display());
+        Command::Image { broker_tag, operator_tag } => {
+            for tar in image::build_images(&[(Component::Broker, &broker_tag), (Component::Operator, &operator_tag)])? {
+                println!("{}", tar.display());
+            }
             Ok(())
         }
     }
@@ -114,13 +120,21 @@ fn bring_up(skip_install: bool, ready_timeout: Duration, stop: &AtomicBool) -> R
     step("bringing the cluster up (e2e/cluster/up.sh)")?;
     let kubeconfig = cluster::up()?;
     let layout = cluster::Layout::load()?;
-    let k = Kubectl::new(layout.kubectl_bin(), kubeconfig);
-    step("building the broker image (release binary, mkimage.py)")?;
-    let tar = image::build_broker_image(BROKER_IMAGE)?;
-    step("loading the image into the cluster (e2e/cluster/load-image.sh)")?;
-    cluster::load_image(&tar)?;
-    step(&format!("deploying {} and waiting until the brokers are Ready", demo::SAMPLE))?;
-    demo::install(&k)?;
+    let k = Kubectl::new(layout.kubectl_bin(), &kubeconfig);
+    let helm = Helm::new(layout.helm_bin(), &kubeconfig);
+    step("building the broker and operator images (release binaries, mkimage.py)")?;
+    let tars = image::build_images(&[(Component::Broker, BROKER_IMAGE), (Component::Operator, OPERATOR_IMAGE)])?;
+    step("loading the images into the cluster (e2e/cluster/load-image.sh)")?;
+    for tar in &tars {
+        cluster::load_image(tar)?;
+    }
+    step(&format!(
+        "helm install of charts/starling (the operator, in {}), then {}",
+        demo::OPERATOR_NAMESPACE,
+        demo::SAMPLE
+    ))?;
+    demo::install(&k, &helm)?;
+    step("waiting until the operator makes BrokerCluster demo Ready")?;
     let endpoints = demo::wait_ready(&k, ready_timeout)?;
     step("demo ready")?;
     Ok(demo::usage(&k, &endpoints, Some(&layout.dns_svc_ip)))

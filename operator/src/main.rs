@@ -114,7 +114,9 @@ fn run(args: RunArgs) -> Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
         .context("--log-level is not a valid filter")?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a container's log (`kubectl logs`) gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match args.log_format {
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => logs.init(),

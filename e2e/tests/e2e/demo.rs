@@ -1,5 +1,6 @@
-//! The demo `cargo run -p e2e -- up` deploys (same `starling_e2e::demo` functions) becomes Ready:
-//! 3 brokers answering MQTT on their pod IPs, their DNS names and the ClusterIP Service.
+//! The demo `cargo run -p e2e -- up` deploys (same `starling_e2e::demo` functions): the chart's
+//! in-cluster operator makes the quickstart BrokerCluster Ready, 3 brokers answering MQTT on
+//! their pod IPs, their DNS names and the client Service.
 
 use std::time::Duration;
 
@@ -11,13 +12,13 @@ use starling_e2e::wait;
 
 use crate::harness::Env;
 
-pub fn demo_sample_deploys_three_brokers_that_answer_mqtt(env: &Env) -> Result<()> {
+pub fn quickstart_becomes_a_ready_three_broker_cluster_that_answers_mqtt(env: &Env) -> Result<()> {
     let k = &env.kubectl;
-    // kind.sh deploys the sample before the suite: check it and leave it in place.
+    // A demo somebody left running on this cluster is checked and left in place.
     let existed = k.cmd(["get", "namespace", demo::NAMESPACE]).finish()?.success();
     let result = (|| {
-        demo::install(k)?;
-        let endpoints = demo::wait_ready(k, Duration::from_secs(180))?;
+        demo::install(k, &env.helm)?;
+        let endpoints = demo::wait_ready(k, Duration::from_secs(240))?;
         ensure!(endpoints.pods.len() == 3, "expected 3 brokers, got {:?}", endpoints.pods);
         for (pod, ip) in &endpoints.pods {
             let name = format!("{pod}.{}.{}.svc.cluster.local", demo::HEADLESS, demo::NAMESPACE);
@@ -36,5 +37,5 @@ pub fn demo_sample_deploys_three_brokers_that_answer_mqtt(env: &Env) -> Result<(
     if existed {
         return result;
     }
-    result.and(demo::uninstall(k))
+    result.and(demo::uninstall(k, &env.helm))
 }

@@ -12,12 +12,14 @@ use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use starling_e2e::cluster::{self, Layout};
-use starling_e2e::image::{self, BROKER_IMAGE};
+use starling_e2e::helm::Helm;
+use starling_e2e::image::{self, BROKER_IMAGE, Component, OPERATOR_IMAGE};
 use starling_e2e::kubectl::Kubectl;
 
 /// What every case gets.
 pub struct Env {
     pub kubectl: Kubectl,
+    pub helm: Helm,
     /// The broker image, loaded into the cluster.
     pub image: String,
     /// The cluster's DNS Service (kube-dns ClusterIP, port 53).
@@ -51,14 +53,15 @@ fn setup() -> Result<Env> {
     let image = std::env::var("STARLING_E2E_IMAGE").unwrap_or_else(|_| BROKER_IMAGE.to_string());
     if let Some(kubeconfig) = std::env::var_os("STARLING_E2E_KUBECONFIG") {
         // kind.sh (or any cluster): the images are loaded and pod/Service IPs are routable.
-        let kubectl = match std::env::var_os("STARLING_E2E_KUBECTL") {
+        let tool = |var: &str, name: &str, cached: fn(&Layout) -> PathBuf| match std::env::var_os(var) {
             Some(bin) => PathBuf::from(bin),
-            None => Layout::load().map(|l| l.kubectl_bin()).ok().filter(|p| p.is_file()).unwrap_or("kubectl".into()),
+            None => Layout::load().map(|l| cached(&l)).ok().filter(|p| p.is_file()).unwrap_or(name.into()),
         };
-        let kubectl = Kubectl::new(kubectl, kubeconfig);
+        let kubectl = Kubectl::new(tool("STARLING_E2E_KUBECTL", "kubectl", Layout::kubectl_bin), &kubeconfig);
+        let helm = Helm::new(tool("STARLING_E2E_HELM", "helm", Layout::helm_bin), &kubeconfig);
         let dns = dns_service(&kubectl)?;
         eprintln!("[e2e] using the cluster of STARLING_E2E_KUBECONFIG={}", kubectl.kubeconfig().display());
-        return Ok(Env { kubectl, image, dns, local: None });
+        return Ok(Env { kubectl, helm, image, dns, local: None });
     }
 
     spawn_signal_teardown()?;
@@ -71,13 +74,15 @@ fn setup() -> Result<Env> {
     eprintln!("[e2e] e2e/cluster/up.sh");
     let kubeconfig = cluster::up()?;
     let layout = Layout::load()?;
-    let kubectl = Kubectl::new(layout.kubectl_bin(), kubeconfig);
-    eprintln!("[e2e] building and loading image {image}");
-    let tar = image::build_broker_image(&image)?;
-    cluster::load_image(&tar)?;
+    let kubectl = Kubectl::new(layout.kubectl_bin(), &kubeconfig);
+    let helm = Helm::new(layout.helm_bin(), &kubeconfig);
+    eprintln!("[e2e] building and loading the images {image} and {OPERATOR_IMAGE}");
+    for tar in image::build_images(&[(Component::Broker, &image), (Component::Operator, OPERATOR_IMAGE)])? {
+        cluster::load_image(&tar)?;
+    }
     let dns = dns_service(&kubectl)?;
     eprintln!("[e2e] local cluster ready in {}s", t.elapsed().as_secs());
-    Ok(Env { kubectl, image, dns, local: Some(layout) })
+    Ok(Env { kubectl, helm, image, dns, local: Some(layout) })
 }
 
 fn dns_service(k: &Kubectl) -> Result<SocketAddr> {

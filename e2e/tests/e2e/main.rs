@@ -3,12 +3,16 @@
 
 // `cargo test -p e2e` (as root) runs it against a fresh local cluster; `e2e/kind.sh` runs the
 // same cases against kind. Variables: `STARLING_E2E_KUBECONFIG` (use that cluster; the broker
-// image must be loaded and pod/Service IPs routable from here), `STARLING_E2E_KUBECTL`,
-// `STARLING_E2E_IMAGE` (default `starling/broker:dev`), `STARLING_E2E_BROKER_BIN`,
+// and operator images must be loaded and pod/Service IPs routable from here),
+// `STARLING_E2E_KUBECTL`, `STARLING_E2E_HELM`, `STARLING_E2E_IMAGE` (default
+// `starling/broker:dev`), `STARLING_E2E_BROKER_BIN`, `STARLING_E2E_OPERATOR_BIN`,
 // `STARLING_E2E_SKIP_INSTALL`.
+// The operator case runs the operator in this process and cleans up before the chart case
+// installs it in-cluster (watching every namespace): the two never run at once.
 // libtest's usual arguments work (`cargo test -p e2e -- statefulset`, `--list`); the cases
 // always run one at a time, in the order below, with `down` last.
 
+mod chart;
 mod delete;
 mod demo;
 mod deployment;
@@ -53,8 +57,12 @@ fn main() -> ExitCode {
             operator::three_brokers_become_ready_and_hot_reload_settings,
         ),
         case(
-            "demo_sample_deploys_three_brokers_that_answer_mqtt",
-            demo::demo_sample_deploys_three_brokers_that_answer_mqtt,
+            "chart_installs_and_the_operator_pod_runs_and_reaches_the_api_server_in_cluster",
+            chart::chart_installs_and_the_operator_pod_runs_and_reaches_the_api_server_in_cluster,
+        ),
+        case(
+            "quickstart_becomes_a_ready_three_broker_cluster_that_answers_mqtt",
+            demo::quickstart_becomes_a_ready_three_broker_cluster_that_answers_mqtt,
         ),
         Trial::ignorable_test("down_leaves_nothing_behind", || {
             let env = harness::env().map_err(failed)?;
