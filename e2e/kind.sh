@@ -99,11 +99,14 @@ for subnet in "$POD_SUBNET" "$SERVICE_SUBNET"; do
   routes_added+=("$subnet")
 done
 log "routed $POD_SUBNET and $SERVICE_SUBNET via the kind node $node_ip"
+# This host as the pods see it (the kind network's gateway): the Bridge case's Mosquitto
+# listens there.
+host_ip=$(docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')
 
 # --- the e2e suite ----------------------------------------------------------------------------
 log "running the e2e suite against kind"
 cd "$ROOT"
 STARLING_E2E_KUBECONFIG=$KUBECONFIG_FILE STARLING_E2E_KUBECTL=$(command -v kubectl) \
-  STARLING_E2E_HELM=$(command -v helm) STARLING_E2E_IMAGE=$IMAGE \
+  STARLING_E2E_HELM=$(command -v helm) STARLING_E2E_IMAGE=$IMAGE STARLING_E2E_HOST_IP=$host_ip \
   cargo test -p e2e --test e2e -- ${test_args[@]+"${test_args[@]}"}
 log "e2e suite passed on kind"

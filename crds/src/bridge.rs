@@ -14,7 +14,9 @@ pub struct BridgeConfig {
     /// MQTT protocol level towards the remote: 4 (3.1.1) or 5.
     #[serde(default = "default_proto_ver")]
     pub proto_ver: u8,
-    /// Client id on the remote (default `starling-bridge-<name>`).
+    /// Client id on the remote; `${node}` stands for the broker's node name (default
+    /// `starling-bridge-<node>-<name>`). Every broker of a cluster runs the bridge, so an id
+    /// set here should contain `${node}`; extra `parallel` connections append `-<n>`.
     #[serde(default)]
     pub clientid: Option<String>,
     #[serde(default)]

@@ -37,6 +37,8 @@ pub struct Layout {
     pub containerd_sock: PathBuf,
     pub netns: String,
     pub host_veth: String,
+    /// The host's end of the veth: what pods reach the host as.
+    pub host_ip: String,
     pub node_ip: String,
     pub pod_cidr: String,
     pub service_cidr: String,
@@ -48,13 +50,14 @@ pub struct Layout {
 impl Layout {
     /// Reads the layout by sourcing `common.sh` in bash.
     pub fn load() -> Result<Layout> {
-        const VARS: [&str; 11] = [
+        const VARS: [&str; 12] = [
             "BIN_DIR",
             "STATE",
             "KUBECONFIG_FILE",
             "CONTAINERD_SOCK",
             "NETNS",
             "HOST_VETH",
+            "HOST_IP",
             "NODE_IP",
             "POD_CIDR",
             "SERVICE_CIDR",
@@ -79,6 +82,7 @@ impl Layout {
             containerd_sock: get("CONTAINERD_SOCK")?.into(),
             netns: get("NETNS")?,
             host_veth: get("HOST_VETH")?,
+            host_ip: get("HOST_IP")?,
             node_ip: get("NODE_IP")?,
             pod_cidr: get("POD_CIDR")?,
             service_cidr: get("SERVICE_CIDR")?,

@@ -13,7 +13,7 @@ use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 pub const MQTT_PORT: u16 = 1883;
 
 /// A connected client and the events its connection thread forwards.
-struct Session {
+pub struct Session {
     client: Client,
     events: Receiver<Result<Incoming, String>>,
     addr: String,
@@ -22,8 +22,13 @@ struct Session {
 impl Session {
     /// Connects with a fresh client id and waits for CONNACK.
     fn connect(host: &str, port: u16, role: &str, timeout: Duration) -> Result<Session> {
+        Session::connect_as(host, port, &format!("e2e-{role}-{}", unique()), timeout)
+    }
+
+    /// Connects as `id` (clean session) and waits for a successful CONNACK; a refused
+    /// connection fails with the broker's return code in the message.
+    pub fn connect_as(host: &str, port: u16, id: &str, timeout: Duration) -> Result<Session> {
         crate::fence::check(&format!("{host}:{port}"))?;
-        let id = format!("e2e-{role}-{}", unique());
         let mut opts = MqttOptions::new(id, host, port);
         opts.set_keep_alive(Duration::from_secs(30)).set_clean_session(true);
         let (client, mut connection) = Client::new(opts, 16);
@@ -46,6 +51,25 @@ impl Session {
         let mut s = Session { client, events, addr: format!("{host}:{port}") };
         s.expect(timeout, "CONNACK", |p| matches!(p, Incoming::ConnAck(_)))?;
         Ok(s)
+    }
+
+    /// Subscribes to `filter` at QoS 1 and waits for the SUBACK.
+    pub fn subscribe(&mut self, filter: &str, timeout: Duration) -> Result<()> {
+        subscribe(self, filter, timeout)
+    }
+
+    /// Publishes `payload` to `topic` at QoS 1 and waits for the PUBACK.
+    pub fn publish(&mut self, topic: &str, payload: &str, timeout: Duration) -> Result<()> {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())?;
+        self.expect(timeout, "PUBACK", |p| matches!(p, Incoming::PubAck(_))).map(drop)
+    }
+
+    /// The next PUBLISH this client receives: (topic, payload).
+    pub fn next_publish(&mut self, timeout: Duration) -> Result<(String, String)> {
+        match self.expect(timeout, "a PUBLISH", |p| matches!(p, Incoming::Publish(_)))? {
+            Incoming::Publish(m) => Ok((m.topic, String::from_utf8_lossy(&m.payload).into_owned())),
+            other => bail!("MQTT {}: expected a PUBLISH, got {other:?}", self.addr),
+        }
     }
 
     /// Waits for an incoming packet matching `want`, skipping others.

@@ -93,17 +93,25 @@ fn transport(cfg: &BridgeConfig, t: &BridgeTransport) -> Result<rumqttc::Transpo
     })
 }
 
-fn connect(name: &str, index: u16, cfg: &BridgeConfig) -> Result<(Client, Loop), String> {
+/// The client id on the remote: `clientid` with `${node}` replaced by this node's name, or
+/// `starling-bridge-<node>-<name>`. Every broker of a cluster runs the same bridge, so the node
+/// keeps their ids apart (the same id twice would make the remote kick one for the other).
+fn client_id(name: &str, node: &str, index: u16, cfg: &BridgeConfig) -> String {
+    let id = match &cfg.clientid {
+        Some(id) => id.replace("${node}", node),
+        None => format!("starling-bridge-{node}-{name}"),
+    };
+    if index > 0 { format!("{id}-{index}") } else { id }
+}
+
+fn connect(name: &str, node: &str, index: u16, cfg: &BridgeConfig) -> Result<(Client, Loop), String> {
     let t = cfg.validate()?;
     let (host, port) = match &t {
         BridgeTransport::Tcp { host, port } | BridgeTransport::Tls { host, port } => (host.clone(), *port),
         // rumqttc takes the whole URL as the host for WebSocket.
         BridgeTransport::Ws { url, port, .. } => (url.clone(), *port),
     };
-    let mut id = cfg.clientid.clone().unwrap_or_else(|| format!("starling-bridge-{name}"));
-    if index > 0 {
-        id = format!("{id}-{index}");
-    }
+    let id = client_id(name, node, index, cfg);
     let transport = transport(cfg, &t)?;
     let keep_alive = Duration::from_secs(u64::from(cfg.keepalive.max(5)));
     if cfg.proto_ver == 5 {
@@ -276,7 +284,7 @@ pub(super) async fn run(
 ) {
     let primary = index == 0;
     let cfg = link.config();
-    let (client, mut events) = match connect(&link.name, index, &cfg) {
+    let (client, mut events) = match connect(&link.name, broker.node_name(), index, &cfg) {
         Ok(c) => c,
         Err(e) => {
             link.status.lock().last_error = Some(e.clone());
@@ -363,5 +371,25 @@ async fn next_command(commands: &mut Option<mpsc::UnboundedReceiver<Command>>) -
     match commands {
         Some(c) => c.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(clientid: Option<&str>) -> BridgeConfig {
+        let mut c: BridgeConfig = serde_json::from_value(serde_json::json!({"server": "mqtt-tcp://127.0.0.1:1883"}))
+            .expect("a minimal bridge parses");
+        c.clientid = clientid.map(str::to_string);
+        c
+    }
+
+    #[test]
+    fn client_ids_differ_per_node_and_per_parallel_connection() {
+        assert_eq!(client_id("up", "demo-0", 0, &cfg(None)), "starling-bridge-demo-0-up");
+        assert_eq!(client_id("up", "demo-1", 2, &cfg(None)), "starling-bridge-demo-1-up-2");
+        assert_eq!(client_id("up", "demo-1", 0, &cfg(Some("edge-${node}"))), "edge-demo-1");
+        assert_eq!(client_id("up", "demo-1", 0, &cfg(Some("fixed"))), "fixed");
     }
 }

@@ -125,7 +125,9 @@ async fn two_starling_brokers_bridged_both_ways_keep_properties_and_do_not_loop(
     wait_connected(&api_a, "peer").await;
     wait_connected(&api_b, "peer").await;
     // A's CONNECT properties reached B: its Receive Maximum is B's outbound window for it.
-    let (_, client) = api_b.get("/api/v1/clients/starling-bridge-peer").await;
+    let (_, nodes) = api_a.get("/api/v1/brokers").await;
+    let node = nodes[0]["node"].as_str().unwrap().to_string();
+    let (_, client) = api_b.get(&format!("/api/v1/clients/starling-bridge-{node}-peer")).await;
     assert_eq!((client["proto_ver"].as_u64(), client["max_inflight"].as_u64()), (Some(5), Some(50)), "{client}");
     let mut on_b = clients::v5(b.tcp, "on-b", |_| {}).await;
     on_b.client.subscribe("shared/#", v5c::QoS::AtLeastOnce).await.unwrap();

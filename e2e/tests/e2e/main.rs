@@ -4,7 +4,8 @@
 // `cargo test -p e2e` (as root) runs it against a fresh local cluster; `e2e/kind.sh` runs the
 // same cases against kind. Variables: `STARLING_E2E_KUBECONFIG` (use that cluster; the broker
 // and operator images must be loaded and pod/Service IPs routable from here),
-// `STARLING_E2E_KUBECTL`, `STARLING_E2E_HELM`, `STARLING_E2E_IMAGE` (default
+// `STARLING_E2E_KUBECTL`, `STARLING_E2E_HELM`, `STARLING_E2E_HOST_IP` (this host as the pods
+// see it, where the Bridge case's Mosquitto listens), `STARLING_E2E_IMAGE` (default
 // `starling/broker:dev`), `STARLING_E2E_BROKER_BIN`, `STARLING_E2E_OPERATOR_BIN`,
 // `STARLING_E2E_SKIP_INSTALL`.
 // The operator case runs the operator in this process and cleans up before the chart case
@@ -19,6 +20,7 @@ mod deployment;
 mod down;
 mod harness;
 mod logs;
+mod managed;
 mod manifests;
 mod operator;
 mod restart;
@@ -59,6 +61,10 @@ fn main() -> ExitCode {
         case(
             "chart_installs_and_the_operator_pod_runs_and_reaches_the_api_server_in_cluster",
             chart::chart_installs_and_the_operator_pod_runs_and_reaches_the_api_server_in_cluster,
+        ),
+        case(
+            "objects_reach_every_broker_and_follow_scaling_pod_loss_drift_and_deletion",
+            managed::objects_reach_every_broker_and_follow_scaling_pod_loss_drift_and_deletion,
         ),
         case(
             "quickstart_becomes_a_ready_three_broker_cluster_that_answers_mqtt",

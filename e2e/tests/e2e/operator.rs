@@ -22,9 +22,17 @@ use starling_operator::resources::admin_secret::read_admin_secret;
 
 use crate::harness::Env;
 
-type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type Res<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Res<T>
+/// A kube client for the cluster of `kubeconfig`.
+pub(crate) async fn kube_client(kubeconfig: &std::path::Path) -> Res<Client> {
+    let config =
+        kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Polls `probe` every second until it yields a value; fails after `timeout` with its last error.
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Res<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Res<Option<T>>>,
@@ -102,9 +110,7 @@ pub fn three_brokers_become_ready_and_hot_reload_settings(env: &Env) -> anyhow::
 }
 
 async fn run(path: PathBuf, image: String) -> Res {
-    let config =
-        kube::Config::from_custom_kubeconfig(Kubeconfig::read_from(&path)?, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = kube_client(&path).await?;
     let ns = format!("starling-op-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
@@ -278,7 +284,7 @@ async fn cluster_scenario(client: Client, ns: &str, http_addr: SocketAddr, image
     Ok(())
 }
 
-fn restarts(pod: &Pod) -> i32 {
+pub(crate) fn restarts(pod: &Pod) -> i32 {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())

@@ -470,6 +470,38 @@ fn trigger_hash<K: ManagedKind>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What about a BrokerCluster makes its objects worth a look: a new cluster of the name (uid),
+/// a spec change (generation) and deletion. Not its status, which changes with every
+/// connection count and would reconcile every object of the cluster each time.
+fn cluster_trigger(bc: &BrokerCluster) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bc.meta().uid.hash(&mut h);
+    bc.meta().generation.hash(&mut h);
+    bc.meta().deletion_timestamp.is_some().hash(&mut h);
+    h.finish()
+}
+
+/// The clusters' watch events that matter to their objects: every deletion, and an applied
+/// cluster only when [`cluster_trigger`] changed since its last event.
+fn cluster_changes(
+    seen: &Mutex<HashMap<(Option<String>, String), u64>>,
+    event: watcher::Event<BrokerCluster>,
+) -> Option<BrokerCluster> {
+    let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match event {
+        watcher::Event::Apply(bc) | watcher::Event::InitApply(bc) => {
+            let key = (bc.namespace(), bc.name_any());
+            let trigger = cluster_trigger(&bc);
+            (seen.insert(key, trigger) != Some(trigger)).then_some(bc)
+        }
+        watcher::Event::Delete(bc) => {
+            seen.remove(&(bc.namespace(), bc.name_any()));
+            Some(bc)
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 /// The objects of kind `K` in `ns` that reference cluster `cluster`.
 fn referencing<K: ManagedKind>(store: &Store<K>, ns: Option<String>, cluster: &str) -> Vec<ObjectRef<K>> {
     store
@@ -510,6 +542,11 @@ pub async fn run<K: ManagedKind>(
     };
     let broker_pods =
         watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME},{LABEL_MANAGED_BY}={MANAGER}"));
+    let seen = Mutex::new(HashMap::new());
+    let cluster_events = watcher(clusters, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| futures::future::ready(event.ok().and_then(|e| cluster_changes(&seen, e))))
+        .map(Ok::<_, watcher::Error>);
     let (by_pod, by_cluster, count) = (reader.clone(), reader.clone(), reader.clone());
     let metrics = ctx.metrics.clone();
     Controller::for_stream(objects, reader)
@@ -519,8 +556,8 @@ pub async fn run<K: ManagedKind>(
             let cluster = pod.labels().get(LABEL_INSTANCE).cloned().unwrap_or_default();
             referencing(&by_pod, pod.namespace(), &cluster)
         })
-        // A cluster appearing (again), changing or going: its objects.
-        .watches(clusters, watcher::Config::default(), move |bc: BrokerCluster| {
+        // A cluster appearing (again), its spec changing or it going: its objects.
+        .watches_stream(cluster_events, move |bc: BrokerCluster| {
             referencing(&by_cluster, bc.namespace(), &bc.name_any())
         })
         .graceful_shutdown_on(stop)
@@ -533,4 +570,32 @@ pub async fn run<K: ManagedKind>(
             futures::future::ready(())
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster(uid: &str, generation: i64, ready: i32) -> BrokerCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "starling.dev/v1alpha1", "kind": "BrokerCluster",
+            "metadata": {"name": "demo", "namespace": "mqtt", "uid": uid, "generation": generation},
+            "spec": {"replicas": 3},
+            "status": {"readyReplicas": ready}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_new_clusters_spec_changes_and_deletions_reach_the_objects() {
+        let seen = Mutex::new(HashMap::new());
+        let passes = |e| cluster_changes(&seen, e).is_some();
+        assert!(passes(watcher::Event::InitApply(cluster("a", 1, 0))), "first sight");
+        assert!(!passes(watcher::Event::Apply(cluster("a", 1, 3))), "a status change alone");
+        assert!(passes(watcher::Event::Apply(cluster("a", 2, 3))), "a spec change");
+        assert!(passes(watcher::Event::Delete(cluster("a", 2, 3))), "deletion");
+        assert!(passes(watcher::Event::Apply(cluster("b", 1, 0))), "recreated under the same name");
+        assert!(!passes(watcher::Event::InitDone));
+    }
 }
