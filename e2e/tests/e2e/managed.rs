@@ -426,7 +426,7 @@ impl ManagedStatusOf for TrafficRuleResource {
 /// A Mosquitto process on the host (the Bridge's remote), stopped when dropped.
 struct Mosquitto {
     child: Child,
-    _dir: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 impl Mosquitto {
@@ -442,7 +442,7 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting mosquitto (Debian package mosquitto): {e}"))?;
-        let m = Mosquitto { child, _dir: dir };
+        let m = Mosquitto { child, dir };
         starling_e2e::wait::until(Duration::from_secs(10), format!("mosquitto on {ip}:{port}"), || {
             Ok(starling_e2e::mqtt::tcp_answers(ip, port, Duration::from_secs(1)).then_some(()))
         })?;
@@ -454,6 +454,6 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
