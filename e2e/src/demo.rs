@@ -1,5 +1,6 @@
 //! The demo `up` installs and the suite checks: the Helm chart (CRDs and the operator, running
-//! in-cluster as a Pod) and `samples/quickstart.yaml` (a 3-broker BrokerCluster it makes Ready).
+//! in-cluster as a Pod), `samples/quickstart.yaml` (a 3-broker BrokerCluster and a Rule) and a
+//! Bridge that forwards the Rule's alerts to a Mosquitto on the host.
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub const WORKLOAD: &str = "statefulset/demo";
 pub const SERVICE: &str = "demo";
 /// The headless Service that gives each pod a DNS name.
 pub const HEADLESS: &str = "demo-headless";
+/// The quickstart's Rule and the demo's Bridge.
+pub const RULE: &str = "hot-alerts";
+pub const BRIDGE: &str = "alerts-to-host";
 
 /// Where the demo answers.
 #[derive(Debug, Clone)]
@@ -79,6 +83,35 @@ pub fn install_chart(k: &Kubectl, helm: &Helm, timeout: Duration) -> Result<()> 
 pub fn install(k: &Kubectl, helm: &Helm) -> Result<()> {
     install_chart(k, helm, Duration::from_secs(180))?;
     k.apply_file(&e2e_dir().join(SAMPLE)).with_context(|| format!("applying {SAMPLE}"))
+}
+
+/// The demo's Bridge: every broker forwards `alerts/#` to the remote broker at `server` (a
+/// `mqtt-tcp://` URL) as `starling/alerts/...`.
+pub fn bridge_manifest(server: &str) -> String {
+    format!(
+        "apiVersion: starling.dev/v1alpha1\nkind: Bridge\nmetadata:\n  name: {BRIDGE}\n  namespace: {NAMESPACE}\n\
+         spec:\n  clusterRef: {CLUSTER}\n  bridge:\n    server: {server}\n    proto_ver: 4\n    forwards:\n      \
+         - local_topic: alerts/#\n        remote_topic: starling/${{topic}}\n"
+    )
+}
+
+/// Applies [`bridge_manifest`] (after [`install`]).
+pub fn apply_bridge(k: &Kubectl, server: &str) -> Result<()> {
+    k.apply(&bridge_manifest(server)).context("applying the demo's Bridge")
+}
+
+/// Waits until a managed resource (`rule/NAME`, `bridge/NAME`, ...) in the demo namespace is
+/// Ready on every broker.
+pub fn wait_synced(k: &Kubectl, what: &str, timeout: Duration) -> Result<()> {
+    wait::until(timeout, format!("{what} to be Ready on every broker"), || {
+        let s = k.get_json(&["-n", NAMESPACE, what])?;
+        let status = &s["status"];
+        let ready = status["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let (applied, total) = (status["nodesApplied"].as_i64(), status["nodesTotal"].as_i64());
+        Ok((ready && applied == total && total.unwrap_or(0) > 0).then_some(()))
+    })
 }
 
 /// Waits until the operator reports the BrokerCluster Ready, every broker pod is Ready and the
@@ -125,8 +158,9 @@ pub fn lease_holder(k: &Kubectl) -> Result<String> {
     }
 }
 
-/// How to use the running demo, for the terminal.
-pub fn usage(k: &Kubectl, e: &Endpoints, dns_ip: Option<&str>) -> String {
+/// How to use the running demo, for the terminal; `remote` is the Bridge's Mosquitto
+/// (`host:port`) when there is one.
+pub fn usage(k: &Kubectl, e: &Endpoints, dns_ip: Option<&str>, remote: Option<(&str, u16)>) -> String {
     let kubeconfig = k.kubeconfig().display();
     let first_ip = e.pods.first().map(|(_, ip)| ip.as_str()).unwrap_or("<pod IP>");
     let first_pod = e.pods.first().map(|(name, _)| name.as_str()).unwrap_or("demo-0");
@@ -153,6 +187,18 @@ pub fn usage(k: &Kubectl, e: &Endpoints, dns_ip: Option<&str>) -> String {
     ));
     if let Some(dns) = dns_ip {
         s.push_str(&format!("  dig +short @{dns} {first_pod}.{HEADLESS}.{NAMESPACE}.svc.cluster.local\n"));
+    }
+    s.push_str(&format!(
+        "\nRule {RULE} (kubectl -n {NAMESPACE} get mqrule): a hot reading becomes an alert on every broker:\n  \
+         mosquitto_sub -h {first_ip} -t 'alerts/#' -v &\n  \
+         mosquitto_pub -h {first_ip} -i sensor-1 -t sensors/room1 -m '{{\"temp\": 35}}'\n"
+    ));
+    if let Some((host, port)) = remote {
+        s.push_str(&format!(
+            "\nBridge {BRIDGE} (kubectl -n {NAMESPACE} get mqbridge): every broker forwards alerts/# to the \
+             Mosquitto on this host ({host}:{port}) as starling/alerts/#:\n  \
+             mosquitto_sub -h {host} -p {port} -t 'starling/#' -v\n"
+        ));
     }
     s.push_str("\nCtrl-C stops the demo and tears the cluster down.\n");
     s

@@ -10,4 +10,5 @@ pub mod helm;
 pub mod image;
 pub mod kubectl;
 pub mod mqtt;
+pub mod remote;
 pub mod wait;

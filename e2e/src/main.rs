@@ -13,6 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use starling_e2e::helm::Helm;
 use starling_e2e::image::{BROKER_IMAGE, Component, OPERATOR_IMAGE};
 use starling_e2e::kubectl::Kubectl;
+use starling_e2e::remote::{Mosquitto, REMOTE_PORT};
 use starling_e2e::{cluster, demo, image};
 
 #[derive(Parser)]
@@ -89,7 +90,7 @@ fn up(skip_install: bool, ready_timeout: Duration) -> Result<()> {
     let started = Instant::now();
     let result = bring_up(skip_install, ready_timeout, &stop);
     match &result {
-        Ok(usage) => {
+        Ok((usage, _remote)) => {
             println!("{usage}");
             eprintln!("[e2e] demo up in {}s; waiting for Ctrl-C", started.elapsed().as_secs());
             while !stop.load(Ordering::SeqCst) {
@@ -104,8 +105,9 @@ fn up(skip_install: bool, ready_timeout: Duration) -> Result<()> {
     result.map(drop).and(down)
 }
 
-/// Everything up to a Ready demo; returns the usage text. Checks for Ctrl-C between steps.
-fn bring_up(skip_install: bool, ready_timeout: Duration, stop: &AtomicBool) -> Result<String> {
+/// Everything up to a Ready demo; returns the usage text and the Bridge's remote broker (which
+/// runs until dropped). Checks for Ctrl-C between steps.
+fn bring_up(skip_install: bool, ready_timeout: Duration, stop: &AtomicBool) -> Result<(String, Mosquitto)> {
     let step = |what: &str| -> Result<()> {
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted before {what}");
@@ -136,6 +138,12 @@ fn bring_up(skip_install: bool, ready_timeout: Duration, stop: &AtomicBool) -> R
     demo::install(&k, &helm)?;
     step("waiting until the operator makes BrokerCluster demo Ready")?;
     let endpoints = demo::wait_ready(&k, ready_timeout)?;
+    demo::wait_synced(&k, &format!("rules.starling.dev/{}", demo::RULE), Duration::from_secs(60))?;
+    step(&format!("starting Mosquitto on {}:{REMOTE_PORT} and bridging the alerts to it", layout.host_ip))?;
+    let remote = Mosquitto::start(&layout.host_ip, REMOTE_PORT)?;
+    demo::apply_bridge(&k, &remote.url())?;
+    demo::wait_synced(&k, &format!("bridges.starling.dev/{}", demo::BRIDGE), Duration::from_secs(60))?;
     step("demo ready")?;
-    Ok(demo::usage(&k, &endpoints, Some(&layout.dns_svc_ip)))
+    let usage = demo::usage(&k, &endpoints, Some(&layout.dns_svc_ip), Some((&layout.host_ip, REMOTE_PORT)));
+    Ok((usage, remote))
 }

@@ -28,6 +28,18 @@ pub struct Env {
     pub local: Option<Layout>,
 }
 
+impl Env {
+    /// This host's address as the cluster's pods see it (where a Bridge's remote listens):
+    /// `STARLING_E2E_HOST_IP`, else the local cluster's end of the veth.
+    pub fn host_ip(&self) -> Result<String> {
+        match (std::env::var("STARLING_E2E_HOST_IP"), &self.local) {
+            (Ok(ip), _) => Ok(ip),
+            (Err(_), Some(layout)) => Ok(layout.host_ip.clone()),
+            (Err(_), None) => bail!("set STARLING_E2E_HOST_IP to this host's address as the cluster's pods see it"),
+        }
+    }
+}
+
 /// Whether this process brought a local cluster up that still needs tearing down.
 #[derive(PartialEq)]
 enum Cluster {

@@ -5,7 +5,6 @@
 //! resources cleans every broker.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crds::broker_cluster::{BrokerCluster, Phase};
@@ -16,6 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use starling_e2e::mqtt::Session;
+use starling_e2e::remote::{Mosquitto, REMOTE_PORT};
 use starling_operator::admin_client::{AdminClient, http_client};
 use starling_operator::resources::admin_secret::read_admin_secret;
 
@@ -25,17 +25,11 @@ use crate::operator::{Res, kube_client, wait_for};
 const NS: &str = "starling-live";
 const CLUSTER: &str = "live";
 const SELECTOR: &str = "app.kubernetes.io/instance=live";
-/// Where the host's Mosquitto listens for the Bridge (on the host's veth address).
-const REMOTE_PORT: u16 = 18830;
 const T: Duration = Duration::from_secs(10);
 
 pub fn objects_reach_every_broker_and_follow_scaling_pod_loss_drift_and_deletion(env: &Env) -> anyhow::Result<()> {
     starling_e2e::demo::install_chart(&env.kubectl, &env.helm, Duration::from_secs(180))?;
-    let host_ip = match (&env.local, std::env::var("STARLING_E2E_HOST_IP")) {
-        (_, Ok(ip)) => ip,
-        (Some(layout), Err(_)) => layout.host_ip.clone(),
-        (None, Err(_)) => anyhow::bail!("set STARLING_E2E_HOST_IP to this host's address as the cluster's pods see it"),
-    };
+    let host_ip = env.host_ip()?;
     let remote = Mosquitto::start(&host_ip, REMOTE_PORT)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let kubeconfig = env.kubectl.kubeconfig().to_path_buf();
@@ -420,40 +414,5 @@ impl ManagedStatusOf for RuleResource {
 impl ManagedStatusOf for TrafficRuleResource {
     fn managed_status(&self) -> Option<&ManagedStatus> {
         self.status.as_ref()
-    }
-}
-
-/// A Mosquitto process on the host (the Bridge's remote), stopped when dropped.
-struct Mosquitto {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start(ip: &str, port: u16) -> anyhow::Result<Mosquitto> {
-        let dir = std::env::temp_dir().join(format!("starling-e2e-mosquitto-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} {ip}\nallow_anonymous true\npersistence false\n"))?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting mosquitto (Debian package mosquitto): {e}"))?;
-        let m = Mosquitto { child, dir };
-        starling_e2e::wait::until(Duration::from_secs(10), format!("mosquitto on {ip}:{port}"), || {
-            Ok(starling_e2e::mqtt::tcp_answers(ip, port, Duration::from_secs(1)).then_some(()))
-        })?;
-        Ok(m)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
