@@ -1,5 +1,6 @@
 //! `cargo run -p e2e -- up|down|image`: the local Kubernetes demo of Starling (cluster, images,
-//! chart, quickstart BrokerCluster) in the foreground until Ctrl-C, its cleanup, and the images.
+//! chart, quickstart BrokerCluster, Rule and Bridge) in the foreground until Ctrl-C, its cleanup,
+//! and the images.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the cluster's binaries (cached), bring the cluster up, build and load the broker
-    /// and operator images, `helm install` the chart, apply samples/quickstart.yaml (3 brokers),
-    /// and stay until Ctrl-C (SIGINT/SIGTERM); then tear it all down.
+    /// and operator images, `helm install` the chart, apply samples/quickstart.yaml (3 brokers
+    /// and a Rule), bridge the alerts to a Mosquitto on this host, and stay until Ctrl-C
+    /// (SIGINT/SIGTERM); then tear it all down.
     Up {
         /// Skip `e2e/cluster/install.sh` (when you know everything is installed).
         #[arg(long)]
