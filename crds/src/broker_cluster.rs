@@ -108,6 +108,16 @@ pub struct BrokerClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Settings>,
 
+    /// Group tags of every broker of this cluster (`PUT /api/v1/cluster` `tags`), e.g. a zone.
+    /// A TrafficRule's `node_tags` sends its clients to brokers carrying one of its tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+
+    /// Extra group tags of single brokers, by StatefulSet ordinal: `{"0": ["gold"]}` tags pod
+    /// `<name>-0` with `gold` besides `tags`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_tags: BTreeMap<String, Vec<String>>,
+
     /// MQTT client authentication.
     #[serde(default)]
     pub auth: Auth,

@@ -1,7 +1,7 @@
 //! The operator against the e2e suite's real Kubernetes: a 3-replica BrokerCluster becomes
-//! Ready, MQTT flows through every pod, each broker got its membership and settings, and a
-//! settings change is hot-reloaded without restarting a pod. The operator runs in this process,
-//! leader-elected, in a fresh namespace deleted at the end.
+//! Ready, MQTT flows through every pod, each broker got its membership (with group tags) and
+//! settings, and a settings change is hot-reloaded without restarting a pod. The operator runs
+//! in this process, leader-elected, in a fresh namespace deleted at the end.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -186,6 +186,8 @@ async fn cluster_scenario(client: Client, ns: &str, http_addr: SocketAddr, image
             "persistence": {"ephemeral": true},
             "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
             "settings": {"limits": {"max_inflight": 32}},
+            "tags": ["eu"],
+            "podTags": {"0": ["gold"]},
         }
     }))?;
     let started = Instant::now();
@@ -239,6 +241,8 @@ async fn cluster_scenario(client: Client, ns: &str, http_addr: SocketAddr, image
         let m = admin.cluster().await?;
         assert_eq!(m.node, name);
         assert_eq!(m.members.len(), 3, "{m:?}");
+        let tags: &[&str] = if name == "demo-0" { &["eu", "gold"] } else { &["eu"] };
+        assert_eq!(m.tags, tags, "group tags of {name}");
         assert!(m.members.iter().any(|x| x.address == format!("{name}.demo-headless.{ns}.svc:8081")), "{m:?}");
         assert_eq!(admin.settings().await?.limits.max_inflight, 32);
         before.push((name, pod.uid(), restarts(pod)));

@@ -32,13 +32,24 @@ pub fn membership_for(bc: &BrokerCluster, pod: &str) -> ClusterMembership {
             ClusterMember {
                 address: format!("{host}:{}", bc.spec.admin.port),
                 mqtt_address: mqtt_port.map(|p| format!("{host}:{p}")),
-                tags: Vec::new(),
+                tags: tags_of(bc, i),
                 name,
             }
         })
         .collect();
     members.sort();
-    ClusterMembership { node: pod.to_string(), tags: Vec::new(), members }
+    let tags = members.iter().find(|m| m.name == pod).map(|m| m.tags.clone()).unwrap_or_else(|| bc.spec.tags.clone());
+    ClusterMembership { node: pod.to_string(), tags, members }
+}
+
+/// The group tags of the broker with StatefulSet ordinal `i`: the cluster's `tags` and its own
+/// `podTags`, sorted and without duplicates (as the broker keeps them).
+fn tags_of(bc: &BrokerCluster, i: i32) -> Vec<String> {
+    let own = bc.spec.pod_tags.get(&i.to_string()).into_iter().flatten();
+    let mut tags: Vec<String> = bc.spec.tags.iter().chain(own).cloned().collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// Whether a broker's membership must be written: members or tags differ, in any order (the
@@ -338,6 +349,19 @@ mod tests {
         );
         assert_eq!(m.members[0].mqtt_address.as_deref(), Some("demo-0.demo-headless.mqtt.svc:1883"));
         assert_eq!(m.validate(), Ok(()));
+    }
+
+    #[test]
+    fn membership_carries_the_cluster_and_pod_group_tags() {
+        let bc = cluster("demo", json!({"replicas": 3, "tags": ["eu", "zone-a"], "podTags": {"1": ["gold", "eu"]}}));
+        let m = membership_for(&bc, "demo-1");
+        assert_eq!(m.tags, ["eu", "gold", "zone-a"]);
+        let tags: Vec<&[String]> = m.members.iter().map(|m| m.tags.as_slice()).collect();
+        assert_eq!(tags, [&["eu", "zone-a"][..], &["eu", "gold", "zone-a"], &["eu", "zone-a"]]);
+        assert_eq!(membership_for(&bc, "demo-0").tags, ["eu", "zone-a"]);
+        assert_eq!(m.validate(), Ok(()));
+        let untagged = membership_for(&cluster("demo", json!({"replicas": 2})), "demo-0");
+        assert!(untagged.tags.is_empty() && untagged.members.iter().all(|m| m.tags.is_empty()));
     }
 
     #[test]
