@@ -11,12 +11,12 @@ use crds::broker_cluster::{BrokerCluster, Phase};
 use crds::managed::{BridgeResource, CONDITION_READY, ManagedStatus, RuleResource, TrafficRuleResource};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use starling_e2e::mqtt::Session;
 use starling_e2e::remote::{Mosquitto, REMOTE_PORT};
 use starling_operator::admin_client::{AdminClient, http_client};
+use starling_operator::controllers::managed::ManagedKind;
 use starling_operator::resources::admin_secret::read_admin_secret;
 
 use crate::harness::Env;
@@ -354,24 +354,14 @@ fn ready_condition(s: &ManagedStatus) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn apply<K>(client: &Client, object: serde_json::Value) -> Res
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + serde::Serialize,
-    K: std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
-{
+async fn apply<K: ManagedKind>(client: &Client, object: serde_json::Value) -> Res {
     let obj: K = serde_json::from_value(object)?;
     Api::<K>::namespaced(client.clone(), NS).create(&PostParams::default(), &obj).await?;
     Ok(())
 }
 
 /// Waits until the resource is Ready with every node applied.
-async fn synced<K>(client: &Client, name: &str) -> Res
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
-    K: ManagedStatusOf,
-    <K as Resource>::DynamicType: Default,
-{
+async fn synced<K: ManagedKind>(client: &Client, name: &str) -> Res {
     let api = Api::<K>::namespaced(client.clone(), NS);
     wait_for(&format!("{name} to be Ready on every node"), Duration::from_secs(90), || async {
         let obj = api.get(name).await?;
@@ -383,36 +373,11 @@ where
 }
 
 /// Deletes the resource and waits until it is gone (its finalizer ran).
-async fn delete<K>(client: &Client, name: &str) -> Res
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
-{
+async fn delete<K: ManagedKind>(client: &Client, name: &str) -> Res {
     let api = Api::<K>::namespaced(client.clone(), NS);
     api.delete(name, &DeleteParams::default()).await?;
     wait_for(&format!("{name} to be deleted"), Duration::from_secs(60), || async {
         Ok(api.get_opt(name).await?.is_none().then_some(()))
     })
     .await
-}
-
-/// The status all three managed kinds share.
-trait ManagedStatusOf {
-    fn managed_status(&self) -> Option<&ManagedStatus>;
-}
-
-impl ManagedStatusOf for BridgeResource {
-    fn managed_status(&self) -> Option<&ManagedStatus> {
-        self.status.as_ref()
-    }
-}
-impl ManagedStatusOf for RuleResource {
-    fn managed_status(&self) -> Option<&ManagedStatus> {
-        self.status.as_ref()
-    }
-}
-impl ManagedStatusOf for TrafficRuleResource {
-    fn managed_status(&self) -> Option<&ManagedStatus> {
-        self.status.as_ref()
-    }
 }

@@ -1,8 +1,7 @@
 //! The BrokerCluster controller: applies the owned objects, configures every Ready broker
 //! through its management API, and reports status and Events (`reconcile` reads top to bottom).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crds::broker_cluster::{BrokerCluster, BrokerClusterSpec, Phase};
@@ -10,16 +9,16 @@ use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use super::diff::{self, BrokerFacts, NodeReport, Observed, Problem};
+use super::{FailureCounts, now, publish};
 use crate::admin_client::{AdminClient, AdminError, Retry};
 use crate::metrics::Metrics;
 use crate::resources::admin_secret::{self, AdminCredentials};
@@ -69,7 +68,7 @@ pub struct Context {
     pub images: ImageDefaults,
     pub admin_retry: Retry,
     /// Consecutive failures per object (`namespace/name`), for [`error_policy`].
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureCounts,
 }
 
 impl Context {
@@ -87,19 +86,8 @@ impl Context {
             metrics,
             images,
             admin_retry: Retry::default(),
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureCounts::default(),
         }
-    }
-
-    fn failed(&self, key: String) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 
@@ -110,7 +98,7 @@ fn key(bc: &BrokerCluster) -> String {
 /// After a failed reconcile: try again after a per-object exponential back-off (5 s doubling
 /// to 5 min), reset by the next success.
 pub fn error_policy(bc: Arc<BrokerCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failed(key(&bc));
+    let failures = ctx.failures.failed(key(&bc));
     let delay = diff::backoff_delay(failures);
     warn!(cluster = %key(&bc), %error, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -122,8 +110,8 @@ pub async fn reconcile(bc: Arc<BrokerCluster>, ctx: Arc<Context>) -> Result<Acti
     let result = reconcile_cluster(&bc, &ctx).await;
     ctx.metrics.reconciled(CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::kind));
     match &result {
-        Ok(_) => ctx.succeeded(&key(&bc)),
-        Err(e) => publish(&ctx, &bc, EventType::Warning, "ReconcileFailed", "Reconcile", e.to_string()).await,
+        Ok(_) => ctx.failures.succeeded(&key(&bc)),
+        Err(e) => publish(&ctx.recorder, &*bc, EventType::Warning, "ReconcileFailed", "Reconcile", e.to_string()).await,
     }
     result
 }
@@ -222,7 +210,7 @@ async fn admin_credentials(bc: &BrokerCluster, ctx: &Context, ns: &str) -> Resul
             {
                 Ok(created) => {
                     let note = format!("Generated admin credentials in Secret {name}");
-                    publish(ctx, bc, EventType::Normal, "AdminSecretCreated", "Create", note).await;
+                    publish(&ctx.recorder, bc, EventType::Normal, "AdminSecretCreated", "Create", note).await;
                     created
                 }
                 // Someone (another replica during a hand-over) was faster: use theirs.
@@ -282,12 +270,12 @@ async fn announce_writes(bc: &BrokerCluster, ctx: &Context, nodes: &[NodeReport]
     let settings = wrote(|f| f.wrote_settings);
     if !settings.is_empty() {
         let note = format!("Applied spec.settings without a restart to {}", settings.join(", "));
-        publish(ctx, bc, EventType::Normal, "SettingsApplied", "Configure", note).await;
+        publish(&ctx.recorder, bc, EventType::Normal, "SettingsApplied", "Configure", note).await;
     }
     let membership = wrote(|f| f.wrote_membership);
     if !membership.is_empty() {
         let note = format!("Set cluster membership ({} members) on {}", bc.spec.replicas, membership.join(", "));
-        publish(ctx, bc, EventType::Normal, "MembershipUpdated", "Configure", note).await;
+        publish(&ctx.recorder, bc, EventType::Normal, "MembershipUpdated", "Configure", note).await;
     }
 }
 
@@ -315,7 +303,7 @@ async fn write_status(
     let old_degraded = diff::condition(old, diff::DEGRADED).filter(|c| c.status == "True");
     if let Some(d) = degraded {
         if old_degraded.map(|o| (&o.reason, &o.message)) != Some((&d.reason, &d.message)) {
-            publish(ctx, bc, EventType::Warning, &d.reason, "Reconcile", d.message.clone()).await;
+            publish(&ctx.recorder, bc, EventType::Warning, &d.reason, "Reconcile", d.message.clone()).await;
         }
     } else if status.phase != old.and_then(|s| s.phase) {
         let (reason, note) = match status.phase {
@@ -325,7 +313,7 @@ async fn write_status(
                 (c.map_or("Progressing", |c| c.reason.as_str()), c.map(|c| c.message.clone()).unwrap_or_default())
             }
         };
-        publish(ctx, bc, EventType::Normal, reason, "Reconcile", note).await;
+        publish(&ctx.recorder, bc, EventType::Normal, reason, "Reconcile", note).await;
     }
     Ok(())
 }
@@ -356,28 +344,8 @@ where
     Ok(())
 }
 
-/// Publishes an Event about the cluster; a failure is logged, never fails the reconcile.
-async fn publish(ctx: &Context, bc: &BrokerCluster, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &bc.object_ref(&())).await {
-        warn!(cluster = %key(bc), error = %e, "cannot publish an Event");
-    }
-}
-
 fn ordinal(pod: &str) -> i64 {
     pod.rsplit_once('-').and_then(|(_, n)| n.parse().ok()).unwrap_or(i64::MAX)
-}
-
-/// Now, to the second (what the API server keeps of a `Time`).
-fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 #[cfg(test)]

@@ -67,6 +67,33 @@ pub fn membership_differs(current: &ClusterMembership, desired: &ClusterMembersh
     sorted(current) != sorted(desired)
 }
 
+/// A status condition; it keeps its `lastTransitionTime` from `previous` unless its status
+/// flips, so equal observations give an equal status (and nothing is written).
+pub fn condition_from(
+    previous: &[Condition],
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
 /// Whether a broker's settings must be written (the spec's settings are complete: any field
 /// left out there is the default, and the broker is made to match all of them).
 pub fn settings_differ(current: &Settings, desired: &Settings) -> bool {
@@ -221,20 +248,7 @@ pub fn status(bc: &BrokerCluster, observed: &Observed<'_>, now: &Time) -> Broker
     };
 
     let cond = |type_: &str, on: bool, reason: &str, message: String| {
-        let status = if on { "True" } else { "False" };
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+        condition_from(previous, type_, on, reason, message, generation, now)
     };
     let conditions = vec![
         if is_ready {

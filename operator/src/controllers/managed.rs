@@ -17,10 +17,9 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, join_all};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, controller, predicates, reflector, watcher};
@@ -31,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::diff::{backoff_delay, observe_pod};
 use super::managed_diff::{self, ClusterState, NodeOutcome, NodeReport, Observation, Problem};
+use super::{FailureCounts, now, publish};
 use crate::admin_client::{AdminClient, AdminError, Retry};
 use crate::metrics::{ControllerLabels, Metrics};
 use crate::resources::admin_secret::{AdminCredentials, read_admin_secret};
@@ -100,12 +100,19 @@ pub struct ManagedContext {
     pub metrics: Arc<Metrics>,
     pub admin_retry: Retry,
     /// Consecutive failures per object (`kind/namespace/name`), for [`error_policy`].
-    failures: Mutex<HashMap<String, u32>>,
+    failures: FailureCounts,
 }
 
 impl ManagedContext {
     pub fn new(client: kube::Client, http: reqwest::Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
-        ManagedContext { client, http, recorder, metrics, admin_retry: Retry::default(), failures: Mutex::default() }
+        ManagedContext {
+            client,
+            http,
+            recorder,
+            metrics,
+            admin_retry: Retry::default(),
+            failures: FailureCounts::default(),
+        }
     }
 }
 
@@ -116,12 +123,7 @@ fn key<K: ManagedKind>(obj: &K) -> String {
 /// After a failed reconcile (a broker refused the object or could not be reached): try again
 /// after a per-object exponential back-off (5 s doubling to 5 min), reset by a success.
 pub fn error_policy<K: ManagedKind>(obj: Arc<K>, error: &Error, ctx: Arc<ManagedContext>) -> Action {
-    let failures = {
-        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(key(&*obj)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let failures = ctx.failures.failed(key(&*obj));
     let delay = backoff_delay(failures);
     warn!(object = %key(&*obj), %error, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -134,7 +136,7 @@ pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<ManagedContext>) ->
     let result = reconcile_inner(obj.clone(), &ctx).await;
     ctx.metrics.reconciled(K::CONTROLLER, started.elapsed(), result.as_ref().err().map(Error::kind));
     if result.is_ok() {
-        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(&*obj));
+        ctx.failures.succeeded(&key(&*obj));
     }
     result
 }
@@ -228,7 +230,7 @@ async fn apply<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str) -> Resul
     match observation {
         Observation::Stopped(p) => {
             if old_ready != ready.as_ref().map(|c| (c.status.clone(), c.reason.clone())) {
-                publish(ctx, obj, EventType::Warning, p.reason, "Reconcile", p.message.clone()).await;
+                publish(&ctx.recorder, obj, EventType::Warning, p.reason, "Reconcile", p.message.clone()).await;
             }
             info!(object = %key(obj), reason = p.reason, message = %p.message, retry_in = ?requeue, "waiting");
             Ok(Action::requeue(requeue))
@@ -238,16 +240,16 @@ async fn apply<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str) -> Resul
                 nodes.iter().filter(|n| n.outcome == NodeOutcome::Written).map(|n| n.pod.as_str()).collect();
             if !written.is_empty() {
                 let note = format!("Wrote {name} to {}", written.join(", "));
-                publish(ctx, obj, EventType::Normal, "Applied", "Apply", note).await;
+                publish(&ctx.recorder, obj, EventType::Normal, "Applied", "Apply", note).await;
             }
             if let Some(c) = ready.filter(|c| c.reason == "Rejected" || c.reason == "BrokerAPIFailed") {
-                publish(ctx, obj, EventType::Warning, &c.reason, "Apply", c.message.clone()).await;
+                publish(&ctx.recorder, obj, EventType::Warning, &c.reason, "Apply", c.message.clone()).await;
                 // Back off (error_policy) instead of retrying at once.
                 return Err(Error::Brokers(c.message));
             }
             if old_ready != ready_pair(&status) && ready_pair(&status).is_some_and(|(s, _)| s == "True") {
                 let note = format!("In force on all {} brokers", status.nodes_total);
-                publish(ctx, obj, EventType::Normal, "Ready", "Apply", note).await;
+                publish(&ctx.recorder, obj, EventType::Normal, "Ready", "Apply", note).await;
             }
             info!(object = %key(obj), applied = status.nodes_applied, total = status.nodes_total, writes = written.len(), "reconciled");
             Ok(Action::requeue(requeue))
@@ -378,7 +380,7 @@ async fn cleanup<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str, paused
     match managed_diff::cleanup(obj.deletion_policy(), paused, cluster_state, namespace_terminating) {
         managed_diff::Cleanup::Skip(why) => {
             info!(object = %key(obj), why, "letting go without touching the brokers");
-            publish(ctx, obj, EventType::Normal, "CleanupSkipped", "Delete", format!("{name}: {why}")).await;
+            publish(&ctx.recorder, obj, EventType::Normal, "CleanupSkipped", "Delete", format!("{name}: {why}")).await;
             Ok(Action::await_change())
         }
         managed_diff::Cleanup::DeleteFromBrokers => {
@@ -387,7 +389,7 @@ async fn cleanup<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str, paused
                 Err(p) => {
                     // The cluster is there but cannot be logged into: do not wedge the deletion.
                     let note = format!("{name} not deleted from the brokers: {}", p.message);
-                    publish(ctx, obj, EventType::Warning, "CleanupSkipped", "Delete", note).await;
+                    publish(&ctx.recorder, obj, EventType::Warning, "CleanupSkipped", "Delete", note).await;
                     return Ok(Action::await_change());
                 }
             };
@@ -411,7 +413,7 @@ async fn cleanup<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str, paused
                 return Err(Error::Brokers(format!("deleting {name}: {}", failed.join("; "))));
             }
             let note = format!("Deleted {name} from {} brokers", results.len());
-            publish(ctx, obj, EventType::Normal, "Deleted", "Delete", note).await;
+            publish(&ctx.recorder, obj, EventType::Normal, "Deleted", "Delete", note).await;
             Ok(Action::await_change())
         }
     }
@@ -431,33 +433,6 @@ async fn write_status<K: ManagedKind>(obj: &K, ctx: &ManagedContext, ns: &str, s
         .patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await?;
     Ok(())
-}
-
-/// Publishes an Event about the object; a failure is logged, never fails the reconcile.
-async fn publish<K: ManagedKind>(
-    ctx: &ManagedContext,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(object = %key(obj), error = %e, "cannot publish an Event");
-    }
-}
-
-/// Now, to the second (what the API server keeps of a `Time`).
-fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// Reconciles are triggered by spec changes, the pause annotation, deletion and the

@@ -6,6 +6,8 @@
 use crds::managed::{CONDITION_READY, CONDITION_SYNCED, DeletionPolicy, ManagedStatus, NodeResult};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::diff::condition_from;
+
 /// What happened with one broker pod this pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeOutcome {
@@ -64,20 +66,7 @@ pub fn status(
 ) -> ManagedStatus {
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let cond = |type_: &str, on: bool, reason: &str, message: String| {
-        let status = if on { "True" } else { "False" };
-        let last_transition_time = previous_conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }
+        condition_from(previous_conditions, type_, on, reason, message, generation, now)
     };
     let kept_hash = previous.and_then(|s| s.applied_secret_hash.clone());
 

@@ -5,7 +5,7 @@ use crds::broker_cluster::BrokerCluster;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Names, owned_meta, selector_labels};
+use super::{Names, named_ports, owned_meta, selector_labels};
 
 /// The headless Service: no cluster IP, every pod's address published even before it is Ready
 /// (peers and the operator must find a starting broker), every port of the pods.
@@ -26,28 +26,16 @@ pub fn headless_service(bc: &BrokerCluster) -> Service {
 /// The Service ports of the enabled listeners (named as the container ports), and the admin
 /// API's when `admin` is set.
 pub fn pod_ports(bc: &BrokerCluster, admin: bool) -> Vec<ServicePort> {
-    let port = |name: &str, port: i32| ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    };
-    let l = &bc.spec.listeners;
-    let mut ports = Vec::new();
-    if l.mqtt.enabled {
-        ports.push(port("mqtt", l.mqtt.port));
-    }
-    if l.websocket.enabled {
-        ports.push(port("ws", l.websocket.port));
-    }
-    if let Some(tls) = &l.tls {
-        ports.push(port("mqtts", tls.port));
-    }
-    if admin {
-        ports.push(port("admin", bc.spec.admin.port));
-    }
-    ports
+    named_ports(bc, admin)
+        .into_iter()
+        .map(|(name, port)| ServicePort {
+            name: Some(name.into()),
+            port,
+            target_port: Some(IntOrString::String(name.into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -52,6 +52,26 @@ pub mod paths {
     pub const DATA_DIR: &str = "/var/lib/starling";
 }
 
+/// The broker container's named ports: each enabled MQTT listener (`mqtt`, `ws`, `mqtts`),
+/// then `admin` when asked for. The container, the Services and the probes use these names.
+pub fn named_ports(bc: &BrokerCluster, admin: bool) -> Vec<(&'static str, i32)> {
+    let l = &bc.spec.listeners;
+    let mut ports = Vec::new();
+    if l.mqtt.enabled {
+        ports.push(("mqtt", l.mqtt.port));
+    }
+    if l.websocket.enabled {
+        ports.push(("ws", l.websocket.port));
+    }
+    if let Some(tls) = &l.tls {
+        ports.push(("mqtts", tls.port));
+    }
+    if admin {
+        ports.push(("admin", bc.spec.admin.port));
+    }
+    ports
+}
+
 /// The names of everything a BrokerCluster owns, derived from its name (at most 52
 /// characters, which the CRD enforces, so `<name>-headless` and the StatefulSet's
 /// `controller-revision-hash` labels stay within 63).

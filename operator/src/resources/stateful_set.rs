@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::admin_secret::CREDENTIALS_KEY;
 use super::config_map::CONFIG_KEY;
-use super::{Names, RESTART_HASH_ANNOTATION, labels, owned_meta, paths, selector_labels};
+use super::{Names, RESTART_HASH_ANNOTATION, labels, named_ports, owned_meta, paths, selector_labels};
 
 /// The broker container's name.
 pub const CONTAINER: &str = "broker";
@@ -207,25 +207,15 @@ pub fn stateful_set(bc: &BrokerCluster, inputs: &PodInputs<'_>) -> StatefulSet {
 }
 
 fn container_ports(bc: &BrokerCluster) -> Vec<ContainerPort> {
-    let port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    };
-    let l = &bc.spec.listeners;
-    let mut ports = Vec::new();
-    if l.mqtt.enabled {
-        ports.push(port("mqtt", l.mqtt.port));
-    }
-    if l.websocket.enabled {
-        ports.push(port("ws", l.websocket.port));
-    }
-    if let Some(tls) = &l.tls {
-        ports.push(port("mqtts", tls.port));
-    }
-    ports.push(port("admin", bc.spec.admin.port));
-    ports
+    named_ports(bc, true)
+        .into_iter()
+        .map(|(name, port)| ContainerPort {
+            name: Some(name.into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        })
+        .collect()
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
