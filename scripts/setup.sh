@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need on a fresh Debian machine:
-# the Rust toolchain's components, Mosquitto and its clients, and the paho-mqtt Python client.
+# the Rust toolchain's components, Mosquitto and its clients, curl (the README's API examples are
+# run by a test), and the paho-mqtt Python client.
 set -euo pipefail
 
 need_root() {
@@ -21,6 +22,7 @@ missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$(need_root)

@@ -28,6 +28,8 @@ pub enum BrokerError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     Listener(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 pub struct Broker {
@@ -50,6 +52,8 @@ pub struct Broker {
     pub traffic: crate::traffic::TrafficRules,
     /// This node's view of cluster membership (set by the operator through the admin API).
     pub cluster: RwLock<crds::ClusterMembership>,
+    /// The links to the peers and the routes they announced.
+    pub cluster_links: crate::cluster::Cluster,
     pub auth: Authenticator,
     pub started: Instant,
     /// Cancelled to stop the node: listeners stop, clients get Server Shutting Down.
@@ -72,6 +76,7 @@ impl Broker {
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
         let store = Store::open(&config.store.data_dir)?;
         let auth = Authenticator::load(&config.auth)?;
+        let cluster_links = crate::cluster::Cluster::new(config.cluster.clone()).map_err(BrokerError::Cluster)?;
         let cluster =
             crate::admin::cluster::load(&config.store.data_dir.join(crate::admin::cluster::FILE), &config.node.name);
         let broker = Broker {
@@ -90,6 +95,7 @@ impl Broker {
             rules: Default::default(),
             traffic: Default::default(),
             cluster: RwLock::new(cluster),
+            cluster_links,
             auth,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
@@ -156,6 +162,18 @@ impl Broker {
         if msg.retain {
             out.ticket = self.retain(&tenant, &msg);
         }
+        self.deliver_local(&msg, &mut out);
+        out.matched += self.cluster_links.forward(&msg);
+        if out.matched == 0 {
+            Metrics::inc(&self.metrics.messages_no_subscribers);
+        }
+        self.bridges.offer(&msg);
+        self.rules.offer(&self.metrics, &msg);
+        out
+    }
+
+    /// Hands a copy to every matching session of this node.
+    fn deliver_local(&self, msg: &Arc<Message>, out: &mut Published) {
         let limits_store = &self.store;
         self.sessions.with_tenant(&msg.tenant, |sessions| {
             let deliveries = self.router.route(&msg.tenant, &msg.topic, msg.publisher.as_deref(), &|c| {
@@ -174,12 +192,34 @@ impl Broker {
                 }
             }
         });
-        if out.matched == 0 {
-            Metrics::inc(&self.metrics.messages_no_subscribers);
+    }
+
+    /// A message a peer forwarded: delivered to this node's matching sessions (and kept if
+    /// retained), but not forwarded again nor offered to bridges and rules, which ran on the
+    /// node it was published on.
+    pub fn deliver_forwarded(&self, msg: Message) -> Published {
+        Metrics::inc(&self.metrics.messages_origin_cluster);
+        let msg = Arc::new(msg);
+        let mut out = Published::default();
+        if msg.retain {
+            out.ticket = self.retain(&msg.tenant.as_str().into(), &msg);
         }
-        self.bridges.offer(&msg);
-        self.rules.offer(&self.metrics, &msg);
+        self.deliver_local(&msg, &mut out);
         out
+    }
+
+    /// Links to the peers of the static config and of the membership the operator set.
+    pub fn apply_membership(self: &Arc<Self>) {
+        let mut wanted: Vec<(String, String)> =
+            self.config.cluster.peers.iter().map(|p| (p.name.clone(), p.address.clone())).collect();
+        for m in &self.cluster.read().members {
+            if let Some(a) = &m.cluster_address
+                && !wanted.iter().any(|(n, _)| n == &m.name)
+            {
+                wanted.push((m.name.clone(), a.clone()));
+            }
+        }
+        self.cluster_links.set_peers(self, wanted);
     }
 
     fn retain(&self, tenant: &TenantId, msg: &Arc<Message>) -> Option<Ticket> {
@@ -280,12 +320,12 @@ impl Broker {
         existed
     }
 
-    /// Writes a persistent session's record (subscriptions, expiry) to the store.
-    pub fn persist_session(&self, session: &Session) {
+    /// Writes a persistent session's record (subscriptions, expiry) to the store; the ticket
+    /// says when it is durable.
+    pub fn persist_session(&self, session: &Session) -> Option<Ticket> {
         let st = session.lock();
-        if st.expiry_secs > 0 && !st.ended {
-            self.store.put_session(&st.record(&session.tenant, &session.client_id));
-        }
+        (st.expiry_secs > 0 && !st.ended)
+            .then(|| self.store.put_session(&st.record(&session.tenant, &session.client_id)))
     }
 
     /// Sets a retained message without delivering it to current subscribers; the ticket says

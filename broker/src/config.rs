@@ -21,6 +21,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub sys: SysConfig,
     pub log: LogConfig,
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

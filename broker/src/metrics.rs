@@ -44,6 +44,8 @@ counters! {
     messages_sent_qos2,
     /// Messages dropped: queue full, expired, QoS 0 for an offline client, too large for the client.
     messages_dropped,
+    /// MQTT 3.1.1 QoS 1/2 PUBLISHes and PUBRELs sent again after `limits.retry_interval_secs`.
+    messages_retried,
     /// Published messages that matched no subscription.
     messages_no_subscribers,
     messages_retained_set,
@@ -59,6 +61,8 @@ counters! {
     messages_origin_http,
     messages_origin_bridge,
     messages_origin_rule,
+    /// Messages peers forwarded to this node's subscribers.
+    messages_origin_cluster,
     /// PUBLISHes dropped by a traffic rule's rate or bandwidth limit.
     traffic_throttled,
     /// CONNECTs refused or redirected by a traffic rule (quota, placement).

@@ -36,6 +36,7 @@ impl Server {
         broker.rules.restore(&broker);
         broker.traffic.restore(&broker);
         tracker.spawn(crate::rules::RuleEngine::run(broker.clone()));
+        crate::cluster::Cluster::start(&broker, &tracker).await.map_err(BrokerError::Cluster)?;
         if let Some((l, state)) = admin {
             bound.admin = l.local_addr().ok();
             tracker.spawn(admin::serve(l, state));

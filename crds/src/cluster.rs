@@ -20,6 +20,10 @@ pub struct ClusterMember {
     /// The node's group tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Where its cluster listener answers, `host:port`; peers link to it there. Without it
+    /// the member is listed but not linked.
+    #[serde(default)]
+    pub cluster_address: Option<String>,
 }
 
 /// `GET`/`PUT /api/v1/cluster`.
@@ -50,13 +54,22 @@ impl ClusterMembership {
             if !names.insert(&m.name) {
                 return Err(format!("members[{i}].name {:?} appears twice", m.name));
             }
-            let port = m.address.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
-            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+            if !is_host_port(&m.address) {
                 return Err(format!("members[{i}].address must be host:port, got {:?}", m.address));
+            }
+            if let Some(a) = &m.cluster_address
+                && !is_host_port(a)
+            {
+                return Err(format!("members[{i}].cluster_address must be host:port, got {a:?}"));
             }
         }
         Ok(())
     }
+}
+
+fn is_host_port(address: &str) -> bool {
+    let port = address.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+    port.and_then(|p| p.parse::<u16>().ok()).is_some()
 }
 
 #[cfg(test)]

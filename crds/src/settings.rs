@@ -74,6 +74,14 @@ pub struct Limits {
     pub connect_timeout_secs: u64,
     /// Retained messages per tenant, 0 for no limit.
     pub max_retained_messages: usize,
+    /// Largest total size, in bytes, of a PUBLISH's MQTT 5 properties (user properties,
+    /// correlation data, content type, response topic); a larger one is refused (QoS 1/2:
+    /// reason 0x83 with a reason string; QoS 0: dropped and counted). 0 for no limit.
+    pub max_property_size: u32,
+    /// MQTT 3.1.1 only: a QoS 1/2 PUBLISH or PUBREL unacknowledged this many seconds is sent
+    /// again (DUP), checked every interval. 0 turns it off. MQTT 5 forbids resending except on
+    /// session resume, so v5 clients get their resend when they reconnect. Read at CONNECT.
+    pub retry_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -93,6 +101,8 @@ impl Default for Limits {
             max_client_id_len: 256,
             connect_timeout_secs: 10,
             max_retained_messages: 0,
+            max_property_size: 64 * 1024,
+            retry_interval_secs: 30,
         }
     }
 }

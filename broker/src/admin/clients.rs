@@ -135,7 +135,8 @@ impl ClientFilter {
 }
 
 /// Every session of the node's tenants (or of `tenant`), connected or not, filtered.
-fn all_clients(state: &AppState, tenant: Option<&str>) -> Vec<ClientInfo> {
+fn all_clients(state: &AppState, tenant: Option<&str>) -> ApiResult<Vec<ClientInfo>> {
+    let tenant = state.tenant_filter(tenant)?;
     let node = state.broker.node_name();
     let mut rows: Vec<ClientInfo> = state
         .broker
@@ -146,7 +147,7 @@ fn all_clients(state: &AppState, tenant: Option<&str>) -> Vec<ClientInfo> {
         .map(|s| client_info(node, s))
         .collect();
     rows.sort_by(|a, b| (&a.tenant, &a.clientid).cmp(&(&b.tenant, &b.clientid)));
-    rows
+    Ok(rows)
 }
 
 /// Clients, filtered and paged. Without `tenant`, clients of every tenant are listed.
@@ -157,7 +158,7 @@ pub async fn list(
     ApiQuery(filter): ApiQuery<ClientFilter>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<axum::Json<Page<ClientInfo>>> {
-    let rows = all_clients(&state, filter.tenant.as_deref()).into_iter().filter(|c| filter.matches(c)).collect();
+    let rows = all_clients(&state, filter.tenant.as_deref())?.into_iter().filter(|c| filter.matches(c)).collect();
     Ok(axum::Json(paging.page(rows, state.max_page_limit())?))
 }
 
@@ -218,7 +219,7 @@ pub async fn by_username(
     Path(username): Path<String>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<axum::Json<Vec<ClientInfo>>> {
-    let rows = all_clients(&state, q.tenant.as_deref())
+    let rows = all_clients(&state, q.tenant.as_deref())?
         .into_iter()
         .filter(|c| c.username.as_deref() == Some(username.as_str()))
         .collect();

@@ -1,5 +1,5 @@
 //! This node's view of cluster membership: its name, group tags and member list, set by the
-//! operator and kept across restarts (forming the cluster itself is the clustering issue's).
+//! operator and kept across restarts, and the state of the links to its peers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,11 +9,13 @@ use axum::extract::State;
 use axum::routing::get;
 use crds::ClusterMembership;
 
+use crate::cluster::PeerStatus;
+
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiResult, code};
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/cluster", get(get_cluster).put(put_cluster))
+    Router::new().route("/api/v1/cluster", get(get_cluster).put(put_cluster)).route("/api/v1/cluster/peers", get(peers))
 }
 
 /// The file in the data directory that keeps the membership across restarts.
@@ -35,6 +37,13 @@ pub fn load(path: &Path, node: &str) -> ClusterMembership {
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterMembership)))]
 pub async fn get_cluster(State(state): State<Arc<AppState>>) -> axum::Json<ClusterMembership> {
     axum::Json(state.broker.cluster.read().clone())
+}
+
+/// The peers this node links to: link status (up while heartbeats answer), messages queued
+/// for and forwarded to each, and the last link error (e.g. a refused handshake).
+#[utoipa::path(get, path = "/api/v1/cluster/peers", tag = "cluster", responses((status = 200, body = Vec<PeerStatus>)))]
+pub async fn peers(State(state): State<Arc<AppState>>) -> axum::Json<Vec<PeerStatus>> {
+    axum::Json(state.broker.cluster_links.peers())
 }
 
 /// Sets tags and members (the operator does, for every pod). `node` may be left out; if given
@@ -63,6 +72,7 @@ pub async fn put_cluster(
         )
     })?;
     *state.broker.cluster.write() = m.clone();
+    state.broker.apply_membership();
     tracing::info!(members = m.members.len(), tags = ?m.tags, "cluster membership set");
     Ok(axum::Json(m))
 }

@@ -59,6 +59,14 @@ impl AppState {
         self.broker.config.admin.max_page_limit
     }
 
+    /// A list's optional `tenant` filter: absent lists every tenant, present must be valid.
+    pub fn tenant_filter<'a>(&self, t: Option<&'a str>) -> error::ApiResult<Option<&'a str>> {
+        if t.is_some() {
+            self.tenant(t)?;
+        }
+        Ok(t)
+    }
+
     /// The tenant a request names (`tenant` in the query or body), default the configured one.
     pub fn tenant(&self, t: Option<&str>) -> error::ApiResult<crate::message::TenantId> {
         match t {
@@ -77,7 +85,7 @@ impl AppState {
     info(title = "Starling broker management API", description = "Manage one Starling MQTT broker node. \
         Every /api/v1 route needs HTTP Basic or a bearer JWT. Errors are {\"code\", \"message\"} with NanoMQ's result codes."),
     paths(
-        openapi_json,
+        endpoints, openapi_json,
         nodes::brokers, nodes::nodes, nodes::stats, nodes::metrics, nodes::prometheus,
         clients::list, clients::get_one, clients::kick, clients::by_username, clients::online, clients::disconnect,
         sessions::list, sessions::get_one, sessions::expire,
@@ -88,14 +96,14 @@ impl AppState {
         retained::list, retained::get_one, retained::put, retained::delete, retained::expire,
         settings::get_config, settings::put_config,
         ctrl::ctrl,
-        cluster::get_cluster, cluster::put_cluster,
+        cluster::get_cluster, cluster::put_cluster, cluster::peers,
         plugins::list, plugins::toggle,
         bridges::list, bridges::get_one, bridges::put, bridges::delete, bridges::add_subscriptions,
         bridges::remove_subscriptions, bridges::status,
         rules::list, rules::create, rules::get_one, rules::put, rules::delete, rules::metrics,
         traffic::list, traffic::replace_all, traffic::get_one, traffic::put, traffic::delete,
     ),
-    components(schemas(error::ErrorBody, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember,
+    components(schemas(error::ErrorBody, Endpoint, crds::Settings, crds::Limits, crds::ClusterMembership, crds::ClusterMember, crate::cluster::PeerStatus,
         crds::BridgeConfig, crds::BridgeConnectProperties, crds::BridgeForward, crds::BridgeSubscription, crds::BridgeStatus,
         crds::RuleConfig, crds::RuleAction, crds::RuleMetrics, crds::ActionMetrics, crds::TrafficRule)),
     modifiers(&Security),
@@ -130,6 +138,47 @@ async fn openapi_json() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_document())
 }
 
+/// One operation of this API, as listed by `GET /api/v1`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Endpoint {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The path, with `{parameters}`.
+    pub path: String,
+    /// The operation's name (its OpenAPI operationId).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+}
+
+/// Every operation of this API (path, name, method, description), read off the OpenAPI
+/// document so the list cannot drift from what is routed.
+#[utoipa::path(get, path = "/api/v1", tag = "meta", responses((status = 200, body = [Endpoint])))]
+async fn endpoints() -> axum::Json<Vec<Endpoint>> {
+    let doc = ApiDoc::openapi();
+    let mut list = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let description = op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default();
+            list.push(Endpoint {
+                method: method.into(),
+                path: path.clone(),
+                name: op.operation_id.clone().unwrap_or_default(),
+                description,
+            });
+        }
+    }
+    axum::Json(list)
+}
+
 /// Liveness: the process answers.
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
@@ -158,6 +207,7 @@ impl MakeRequestId for NextRequestId {
 /// The whole HTTP router.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
+        .route("/api/v1", get(endpoints))
         .route("/api/v1/openapi.json", get(openapi_json))
         .merge(nodes::routes())
         .merge(clients::routes())

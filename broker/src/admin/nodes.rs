@@ -74,20 +74,30 @@ pub async fn brokers(State(state): State<Arc<AppState>>) -> axum::Json<Vec<NodeI
     axum::Json(vec![this_node(&state)])
 }
 
-/// This node and the peers it knows from its cluster membership.
+/// This node and the peers it knows from its cluster membership and config; a linked peer is
+/// `running` while its heartbeats answer and `down` after, one not linked is `unknown`.
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeInfo>)))]
 pub async fn nodes(State(state): State<Arc<AppState>>) -> axum::Json<Vec<NodeInfo>> {
     let me = this_node(&state);
-    let peers: Vec<NodeInfo> = state
-        .broker
-        .cluster
-        .read()
-        .members
-        .iter()
-        .filter(|m| m.name != me.node)
-        .map(|m| NodeInfo {
-            node: m.name.clone(),
-            node_status: "unknown".into(),
+    let linked = state.broker.cluster_links.peers();
+    let status = |name: &str| match linked.iter().find(|p| p.node == name) {
+        Some(p) if p.status == "up" => "running",
+        Some(_) => "down",
+        None => "unknown",
+    };
+    let mut members: Vec<(String, String)> =
+        state.broker.cluster.read().members.iter().map(|m| (m.name.clone(), m.address.clone())).collect();
+    for p in &linked {
+        if !members.iter().any(|(n, _)| n == &p.node) {
+            members.push((p.node.clone(), p.address.clone()));
+        }
+    }
+    let peers: Vec<NodeInfo> = members
+        .into_iter()
+        .filter(|(name, _)| name != &me.node)
+        .map(|(name, address)| NodeInfo {
+            node_status: status(&name).into(),
+            node: name,
             version: String::new(),
             sysdescr: String::new(),
             uptime_secs: 0,
@@ -101,7 +111,7 @@ pub async fn nodes(State(state): State<Arc<AppState>>) -> axum::Json<Vec<NodeInf
             load1: 0.0,
             load5: 0.0,
             load15: 0.0,
-            address: Some(m.address.clone()),
+            address: Some(address),
         })
         .collect();
     let mut all = vec![me];

@@ -40,7 +40,8 @@ fn plugins(state: &AppState) -> Vec<Plugin> {
             config: json!({
                 "allow_anonymous": b.allow_anonymous(),
                 "credentials_file": b.config.auth.credentials_file,
-                "tenancy_rule": format!("{:?}", b.config.tenancy.rule),
+                // As spelled in the config file (`username_prefix`), not the Rust variant name.
+                "tenancy_rule": b.config.tenancy.rule,
             }),
         },
         Plugin {

@@ -22,7 +22,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/topic-tree", get(topic_tree))
 }
 
-/// A route: messages on topics matching `topic` go to `node`.
+/// A route: messages on topics matching `topic` go to `node` (this node's own subscriptions,
+/// and the filters its cluster peers announced).
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RouteInfo {
     pub tenant: String,
@@ -50,6 +51,15 @@ fn all_routes(state: &AppState, tenant: Option<&str>) -> Vec<RouteInfo> {
         .filter(|(t, _, _)| tenant.is_none_or(|want| &**t == want))
         .map(|(t, f, g)| RouteInfo { tenant: t.to_string(), topic: f, node: node.to_string(), share: g })
         .collect();
+    rows.extend(
+        state
+            .broker
+            .cluster_links
+            .remote_routes()
+            .into_iter()
+            .filter(|(t, _, _)| tenant.is_none_or(|want| t == want))
+            .map(|(tenant, topic, node)| RouteInfo { tenant, topic, node, share: None }),
+    );
     rows.sort();
     rows
 }
@@ -62,7 +72,8 @@ pub async fn list(
     ApiQuery(q): ApiQuery<RouteQuery>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<axum::Json<Page<RouteInfo>>> {
-    Ok(axum::Json(paging.page(all_routes(&state, q.tenant.as_deref()), state.max_page_limit())?))
+    let tenant = state.tenant_filter(q.tenant.as_deref())?;
+    Ok(axum::Json(paging.page(all_routes(&state, tenant), state.max_page_limit())?))
 }
 
 /// The routes a message on this topic name would take (URL-encode `$` and spaces as needed).
@@ -75,7 +86,10 @@ pub async fn for_topic(
 ) -> ApiResult<axum::Json<Vec<RouteInfo>>> {
     validate_name(&topic, state.broker.limits().max_topic_levels)
         .map_err(|e| ApiError::topic(format!("topic {topic:?}: {e}")))?;
-    let rows = all_routes(&state, q.tenant.as_deref()).into_iter().filter(|r| matches(&r.topic, &topic)).collect();
+    let rows = all_routes(&state, state.tenant_filter(q.tenant.as_deref())?)
+        .into_iter()
+        .filter(|r| matches(&r.topic, &topic))
+        .collect();
     Ok(axum::Json(rows))
 }
 

@@ -90,6 +90,7 @@ pub async fn list(
     ApiQuery(f): ApiQuery<SessionFilter>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<axum::Json<Page<SessionInfo>>> {
+    state.tenant_filter(f.tenant.as_deref())?;
     let node = state.broker.node_name();
     let mut rows: Vec<SessionInfo> = state
         .broker

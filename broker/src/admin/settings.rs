@@ -20,7 +20,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Config sections that only change with a restart (edit the config file instead).
-const NEEDS_RESTART: &[&str] = &["node", "listeners", "auth", "tenancy", "store", "sys", "log", "admin"];
+const NEEDS_RESTART: &[&str] = &["node", "listeners", "auth", "tenancy", "store", "sys", "log", "admin", "cluster"];
 
 /// The settings in force.
 #[utoipa::path(get, path = "/api/v1/config", tag = "config", responses((status = 200, body = Settings)))]

@@ -97,6 +97,7 @@ pub async fn list(
     if f.qos.is_some_and(|q| q > 2) {
         return Err(ApiError::bad("query parameter `qos` must be 0, 1 or 2"));
     }
+    state.tenant_filter(f.tenant.as_deref())?;
     let node = state.broker.node_name();
     let mut rows: Vec<SubscriptionInfo> = state
         .broker

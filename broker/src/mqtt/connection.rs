@@ -84,6 +84,13 @@ struct Connection<S> {
     traffic: Option<ClientLimits>,
     traffic_generation: u64,
     username: Option<String>,
+    /// v5 Request Problem Information: reason strings go on acks only when the client wants them.
+    problem_info: bool,
+    /// MQTT 3.1.1 retry of unacknowledged QoS 1/2 (`limits.retry_interval_secs` at CONNECT).
+    retry: Option<Duration>,
+    /// A persistent session's changed subscriptions: SUBACK/UNSUBACK go out once this is durable,
+    /// so an acknowledged subscription survives `kill -9`.
+    durable_before_flush: Option<crate::store::Ticket>,
 }
 
 /// Serves one connection until it closes. Never panics on client input.
@@ -122,6 +129,26 @@ fn decode_reason(e: &DecodeError) -> DisconnectReasonCode {
             DisconnectReasonCode::ProtocolError
         }
         _ => DisconnectReasonCode::MalformedPacket,
+    }
+}
+
+/// The size of a PUBLISH's variable-length properties when it is over `limit` (0: no limit).
+fn properties_over(p: &rmqtt_codec::types::Publish, limit: u32) -> Option<usize> {
+    let props = p.properties.as_ref()?;
+    let len = |b: Option<usize>| b.unwrap_or(0);
+    let size = props.user_properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + len(props.correlation_data.as_ref().map(|b| b.len()))
+        + len(props.content_type.as_ref().map(|b| b.len()))
+        + len(props.response_topic.as_ref().map(|b| b.len()));
+    (limit > 0 && size > limit as usize).then_some(size)
+}
+
+/// Logs a refused topic; hitting `limits.max_topic_levels` is a warning that names the limit.
+fn log_topic_error(e: &crate::topic::TopicError) {
+    if let crate::topic::TopicError::TooManyLevels(levels, limit) = e {
+        tracing::warn!(levels, limit, "topic over limits.max_topic_levels; refused");
+    } else {
+        tracing::debug!(error = %e, "invalid topic");
     }
 }
 
@@ -189,7 +216,11 @@ where
         }
         Ok(Some(Err(e))) => {
             Metrics::inc(&broker.metrics.packets_invalid);
-            tracing::debug!(error = %e, "malformed CONNECT");
+            if let DecodeError::MaxSizeExceeded { size, max } = e {
+                tracing::warn!(size, limit = max, "CONNECT over limits.max_packet_size; refused");
+            } else {
+                tracing::debug!(error = %e, "malformed CONNECT");
+            }
             let reason = match e {
                 DecodeError::InvalidClientId => ConnectAckReason::ClientIdentifierNotValid,
                 _ => connack_reason(decode_reason(&e)),
@@ -307,6 +338,7 @@ where
     let will = match c.last_will {
         Some(w) => {
             if let Err(e) = validate_name(&w.topic, limits.max_topic_levels) {
+                log_topic_error(&e);
                 refuse(&broker, &mut writer, ConnectAckReason::TopicNameInvalid, &format!("will topic: {e}")).await;
                 return None;
             }
@@ -446,6 +478,9 @@ where
         traffic_generation,
         traffic,
         username,
+        problem_info: c.request_problem_info,
+        retry: (!v5 && limits.retry_interval_secs > 0).then(|| Duration::from_secs(limits.retry_interval_secs)),
+        durable_before_flush: None,
     };
     let mut out = Vec::new();
     conn.session.resend_inflight(&conn.broker.store, &mut out);
@@ -463,14 +498,22 @@ where
         let ka = if self.keep_alive.is_zero() { never } else { self.keep_alive };
         let keepalive = tokio::time::sleep(ka);
         tokio::pin!(keepalive);
+        let retry_every = self.retry.unwrap_or(never);
+        let mut retry = tokio::time::interval_at(tokio::time::Instant::now() + retry_every, retry_every);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let session = self.session.clone();
         let shutdown = self.broker.shutdown.clone();
         let close = loop {
-            if self.writer.has_pending()
-                && let Err(e) = self.writer.flush().await
-            {
-                tracing::debug!(error = %e, "write failed");
-                break Close::Gone;
+            if let Some(t) = self.durable_before_flush.take() {
+                self.broker.store.wait(t).await;
+            }
+            if self.writer.has_pending() {
+                let flushed = self.writer.flush().await;
+                Metrics::add(&self.broker.metrics.bytes_sent, std::mem::take(&mut self.writer.bytes_written));
+                if let Err(e) = flushed {
+                    tracing::debug!(error = %e, "write failed");
+                    break Close::Gone;
+                }
             }
             let step = tokio::select! {
                 kick = &mut self.kick_rx, if self.kick_open => {
@@ -499,6 +542,12 @@ where
                             tracing::debug!(error = %e, "read failed");
                             Err(Close::Gone)
                         }
+                        Some(Err(DecodeError::MaxSizeExceeded { size, max })) => {
+                            Metrics::inc(&self.broker.metrics.packets_invalid);
+                            let message = format!("packet of {size} bytes is over limits.max_packet_size ({max})");
+                            tracing::warn!(size, limit = max, "{message}; closing");
+                            Err(Close::ByServer { reason: DisconnectReasonCode::PacketTooLarge, message })
+                        }
                         Some(Err(e)) => {
                             Metrics::inc(&self.broker.metrics.packets_invalid);
                             tracing::info!(error = %e, "bad packet; closing");
@@ -516,6 +565,17 @@ where
                 }
                 _ = session.notified() => {
                     self.drain_session();
+                    Ok(())
+                }
+                _ = retry.tick(), if self.retry.is_some() => {
+                    let mut out = Vec::new();
+                    let interval_ms = u64::try_from(retry_every.as_millis()).unwrap_or(u64::MAX);
+                    self.session.resend_overdue(&self.broker.store, self.conn_id, interval_ms, &mut out);
+                    if !out.is_empty() {
+                        tracing::debug!(count = out.len(), "resending unacknowledged QoS 1/2 (limits.retry_interval_secs)");
+                        Metrics::add(&self.broker.metrics.messages_retried, out.len() as u64);
+                    }
+                    self.send_outgoing(out);
                     Ok(())
                 }
                 _ = &mut keepalive => {
@@ -542,7 +602,11 @@ where
                 }
                 (true, k.end_session, Some((k.reason, k.reason_string.clone(), k.server_reference.clone())))
             }
-            Close::Shutdown => (false, false, Some((DisconnectReasonCode::ServerShuttingDown, None, None))),
+            Close::Shutdown => (
+                false,
+                false,
+                Some((DisconnectReasonCode::ServerShuttingDown, Some("server shutting down".into()), None)),
+            ),
             Close::Gone => (true, false, None),
         };
         if let Some((code, message, reference)) = reason
@@ -562,7 +626,7 @@ where
         if let Some(w) = will {
             b.schedule_will(&self.session, w, ended);
         }
-        Metrics::add(&b.metrics.bytes_sent, self.writer.bytes_written);
+        Metrics::add(&b.metrics.bytes_sent, std::mem::take(&mut self.writer.bytes_written));
         b.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Metrics::inc(&b.metrics.client_disconnected);
         tracing::info!(abnormal, session_ended = ended, "disconnected");
@@ -636,6 +700,12 @@ where
         }
     }
 
+    /// A reason string for an ack, when the client is v5 and did not turn Request Problem
+    /// Information off (MQTT 5 3.1.2.11.7).
+    fn problem(&self, text: impl FnOnce() -> String) -> Option<ByteString> {
+        (self.v5 && self.problem_info).then(|| text().into())
+    }
+
     fn protocol_error(&self, message: impl Into<String>) -> Close {
         Close::ByServer { reason: DisconnectReasonCode::ProtocolError, message: message.into() }
     }
@@ -658,6 +728,7 @@ where
                     let mut rel = ack2(pid);
                     if !self.session.released(&self.broker.store, pid.get()) {
                         rel.reason_code = PublishAck2Reason::PacketIdNotFound;
+                        rel.reason_string = self.problem(|| format!("no QoS 2 message in flight with packet id {pid}"));
                     }
                     self.push(v5::Packet::PublishRelease(rel));
                 }
@@ -669,6 +740,7 @@ where
                 let mut comp = ack2(pid);
                 if !known {
                     comp.reason_code = PublishAck2Reason::PacketIdNotFound;
+                    comp.reason_string = self.problem(|| format!("no PUBREC sent for packet id {pid}"));
                 }
                 self.push(v5::Packet::PublishComplete(comp));
                 Ok(())
@@ -728,6 +800,7 @@ where
             }
         }
         if let Err(e) = validate_name(&p.topic, limits.max_topic_levels) {
+            log_topic_error(&e);
             return Err(Close::ByServer {
                 reason: DisconnectReasonCode::TopicNameInvalid,
                 message: format!("topic: {e}"),
@@ -753,17 +826,29 @@ where
             return Ok(());
         }
         let mut reason = PublishAckReason::Success;
+        let mut why: Option<String> = None;
         let utf8_invalid =
             p.properties.as_ref().is_some_and(|pp| pp.is_utf8_payload) && std::str::from_utf8(&p.payload).is_err();
         let mut ticket = None;
         if utf8_invalid {
             reason = PublishAckReason::PayloadFormatInvalid;
+            why = Some("payload is not UTF-8 though its Payload Format Indicator says so".into());
         } else if p.topic.starts_with("$SYS") {
             reason = PublishAckReason::NotAuthorized;
+            why = Some("$SYS topics are published by the broker only".into());
         } else if !self.traffic_allows(p.topic.len() + p.payload.len()) {
             Metrics::inc(&self.broker.metrics.traffic_throttled);
             tracing::debug!(topic = %p.topic, "PUBLISH over the traffic rule's rate; dropped");
             reason = PublishAckReason::QuotaExceeded;
+            why = Some("over the traffic rule's message or byte rate; dropped".into());
+        } else if let Some(size) = properties_over(&p, limits.max_property_size) {
+            Metrics::inc(&self.broker.metrics.messages_dropped);
+            tracing::warn!(size, limit = limits.max_property_size, topic = %p.topic, "PUBLISH properties over limits.max_property_size; refused");
+            reason = PublishAckReason::ImplementationSpecificError;
+            why = Some(format!(
+                "properties of {size} bytes are over limits.max_property_size ({})",
+                limits.max_property_size
+            ));
         } else {
             let msg =
                 Message::from_publish(&self.tenant, p.topic.clone(), &p, Some(ByteString::from(&*self.client_id)));
@@ -771,6 +856,7 @@ where
             ticket = published.ticket;
             if published.matched == 0 {
                 reason = PublishAckReason::NoMatchingSubscribers;
+                why = Some("no matching subscribers".into());
             }
         }
         match (p.qos, packet_id) {
@@ -785,12 +871,14 @@ where
             (QoS::AtLeastOnce, Some(pid)) => {
                 let mut a = ack(pid);
                 a.reason_code = reason;
+                a.reason_string = why.and_then(|w| self.problem(|| w));
                 self.pending_qos1 += 1;
                 self.queue_ack(v5::Packet::PublishAck(a), ticket);
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let mut a = ack(pid);
                 a.reason_code = reason;
+                a.reason_string = why.and_then(|w| self.problem(|| w));
                 if u8::from(reason) < 0x80 {
                     self.session.lock().awaiting_rel.insert(pid.get());
                 }
@@ -844,12 +932,14 @@ where
         let traffic_max = self.traffic.as_ref().and_then(ClientLimits::max_subscriptions);
         let limits = self.broker.limits();
         let mut status = Vec::with_capacity(s.topic_filters.len());
+        let mut problems = Vec::new();
         let mut retained = Vec::new();
         for (raw, opts) in &s.topic_filters {
             let spec = match FilterSpec::parse(raw, limits.max_topic_levels) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    tracing::debug!(filter = %raw, error = %e, "invalid topic filter");
+                    log_topic_error(&e);
+                    problems.push(format!("{raw}: {e}"));
                     status.push(SubscribeAckReason::TopicFilterInvalid);
                     continue;
                 }
@@ -870,12 +960,17 @@ where
                     drop(st);
                     Metrics::inc(&self.broker.metrics.traffic_throttled);
                     tracing::info!(limit = max, "traffic rule max_subscriptions reached");
+                    problems.push(format!("{raw}: the traffic rule's max_subscriptions ({max}) reached"));
                     status.push(SubscribeAckReason::QuotaExceeded);
                     continue;
                 }
             }
             let is_new = match self.broker.add_subscription(&self.session, raw, &spec, sub) {
                 Subscribed::QuotaExceeded => {
+                    problems.push(format!(
+                        "{raw}: limits.max_subscriptions_per_client ({}) reached",
+                        limits.max_subscriptions_per_client
+                    ));
                     status.push(SubscribeAckReason::QuotaExceeded);
                     continue;
                 }
@@ -897,10 +992,11 @@ where
             }
         }
         self.persist_session();
+        let reason_string = self.problem(|| problems.join("; ")).filter(|r| !r.is_empty());
         self.push(v5::Packet::SubscribeAck(v5::SubscribeAck {
             packet_id: s.packet_id,
             properties: Vec::new(),
-            reason_string: None,
+            reason_string,
             status,
         }));
         for (filter, qos) in retained {
@@ -913,28 +1009,36 @@ where
     fn on_unsubscribe(&mut self, u: v5::Unsubscribe) -> Result<(), Close> {
         let limits = self.broker.limits();
         let mut status = Vec::with_capacity(u.topic_filters.len());
+        let mut problems = Vec::new();
         for raw in &u.topic_filters {
-            let Ok(spec) = FilterSpec::parse(raw, limits.max_topic_levels) else {
-                status.push(UnsubscribeAckReason::TopicFilterInvalid);
-                continue;
+            let spec = match FilterSpec::parse(raw, limits.max_topic_levels) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    problems.push(format!("{raw}: {e}"));
+                    status.push(UnsubscribeAckReason::TopicFilterInvalid);
+                    continue;
+                }
             };
             if self.broker.remove_subscription(&self.session, raw, &spec) {
                 status.push(UnsubscribeAckReason::Success);
             } else {
+                problems.push(format!("{raw}: no such subscription"));
                 status.push(UnsubscribeAckReason::NoSubscriptionExisted);
             }
         }
+        let reason_string = self.problem(|| problems.join("; ")).filter(|r| !r.is_empty());
         self.persist_session();
         self.push(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
             packet_id: u.packet_id,
             properties: Vec::new(),
-            reason_string: None,
+            reason_string,
             status,
         }));
         Ok(())
     }
 
-    fn persist_session(&self) {
-        self.broker.persist_session(&self.session);
+    fn persist_session(&mut self) {
+        let ticket = self.broker.persist_session(&self.session);
+        self.durable_before_flush = self.durable_before_flush.take().max(ticket);
     }
 }

@@ -48,14 +48,45 @@ pub struct Delivery {
     pub subscription_ids: Vec<NonZeroU32>,
 }
 
-#[derive(Default)]
+/// A route of this node appeared (its first subscriber) or went (its last left): what the
+/// cluster tells its peers. Shared subscriptions are not routes between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteChange {
+    Added { tenant: String, filter: String },
+    Removed { tenant: String, filter: String },
+}
+
 pub struct Router {
     tenants: RwLock<HashMap<TenantId, TopicTrie>>,
+    /// Subscribers per (tenant, filter) of plain subscriptions: this node's routes.
+    routes: parking_lot::Mutex<HashMap<(TenantId, String), usize>>,
+    changes: tokio::sync::broadcast::Sender<RouteChange>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self {
+            tenants: RwLock::default(),
+            routes: parking_lot::Mutex::default(),
+            changes: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
 }
 
 impl Router {
     pub fn subscribe(&self, tenant: &TenantId, spec: &FilterSpec, client: &ClientId, opts: SubOptions) -> bool {
-        self.tenants.write().entry(tenant.clone()).or_default().subscribe(spec, client, opts)
+        let mut tenants = self.tenants.write();
+        let new = tenants.entry(tenant.clone()).or_default().subscribe(spec, client, opts);
+        if new && spec.share_group.is_none() {
+            let mut routes = self.routes.lock();
+            let n = routes.entry((tenant.clone(), spec.filter.clone())).or_default();
+            *n += 1;
+            if *n == 1 {
+                let _ =
+                    self.changes.send(RouteChange::Added { tenant: tenant.to_string(), filter: spec.filter.clone() });
+            }
+        }
+        new
     }
 
     pub fn unsubscribe(&self, tenant: &str, spec: &FilterSpec, client: &str) -> bool {
@@ -65,7 +96,29 @@ impl Router {
         if trie.subscription_count() == 0 && trie.shared_subscription_count() == 0 {
             tenants.remove(tenant);
         }
+        if removed && spec.share_group.is_none() {
+            let mut routes = self.routes.lock();
+            let key = (TenantId::from(tenant), spec.filter.clone());
+            if let Some(n) = routes.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    routes.remove(&key);
+                    let _ = self.changes.send(RouteChange::Removed { tenant: tenant.to_string(), filter: key.1 });
+                }
+            }
+        }
         removed
+    }
+
+    /// Follows this node's route changes. Subscribe first, then take `local_routes`: a change
+    /// seen twice is harmless (adds and removes are idempotent at the receiver).
+    pub fn route_changes(&self) -> tokio::sync::broadcast::Receiver<RouteChange> {
+        self.changes.subscribe()
+    }
+
+    /// This node's routes: every (tenant, filter) with a plain subscriber.
+    pub fn local_routes(&self) -> Vec<(String, String)> {
+        self.routes.lock().keys().map(|(t, f)| (t.to_string(), f.clone())).collect()
     }
 
     /// The deliveries for a message on `topic`: one per subscribed client (overlapping

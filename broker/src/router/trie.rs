@@ -128,6 +128,8 @@ impl TopicTrie {
     }
 
     fn visit_node<'a>(node: &'a Node, visit: &mut dyn FnMut(TrieMatch<'a>)) {
+        #[cfg(test)]
+        tests::count_node_visit();
         for (c, o) in &node.subscribers {
             visit(TrieMatch::Direct(c, o));
         }
@@ -137,6 +139,8 @@ impl TopicTrie {
     }
 
     fn walk<'a>(node: &'a Node, levels: &[&str], depth: usize, dollar: bool, visit: &mut dyn FnMut(TrieMatch<'a>)) {
+        #[cfg(test)]
+        tests::count_node_visit();
         let wildcards_ok = !(depth == 0 && dollar);
         if wildcards_ok && let Some(hash) = node.children.get("#") {
             Self::visit_node(hash, visit);
@@ -190,6 +194,23 @@ impl TopicTrie {
 mod tests {
     use super::*;
     use rmqtt_codec::types::QoS;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Trie nodes looked at by `matches` on this thread (tests only: the hot path has no counter).
+        static NODES_VISITED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn count_node_visit() {
+        NODES_VISITED.with(|n| n.set(n.get() + 1));
+    }
+
+    /// The matches of `topic` and the number of nodes visited to find them.
+    fn matched_with_work(t: &TopicTrie, topic: &str) -> (Vec<String>, usize) {
+        NODES_VISITED.with(|n| n.set(0));
+        let found = matched(t, topic);
+        (found, NODES_VISITED.with(Cell::get))
+    }
 
     fn spec(s: &str) -> FilterSpec {
         FilterSpec::parse(s, 32).unwrap()
@@ -255,5 +276,41 @@ mod tests {
         t.unsubscribe(&spec("a/b/c"), "c");
         assert!(t.root.is_empty());
         assert!(t.filters().is_empty());
+    }
+
+    #[test]
+    fn matching_work_does_not_grow_with_the_number_of_unrelated_subscriptions() {
+        let o = SubOptions::new(QoS::AtLeastOnce);
+        let build = |unrelated: usize| {
+            let mut t = TopicTrie::default();
+            for (f, c) in [("a/b/c", "exact"), ("a/+/c", "plus"), ("a/#", "hash"), ("+/b/+", "plus2"), ("#", "all")] {
+                t.subscribe(&spec(f), &ClientId::from(c), o);
+            }
+            // Unrelated filters next to every branch the topic walks: siblings of its levels,
+            // under its wildcards, and elsewhere.
+            for i in 0..unrelated {
+                let f = match i % 6 {
+                    0 => format!("other/{i}"),
+                    1 => format!("a/b/x{i}"),
+                    2 => format!("a/x{i}/c"),
+                    3 => format!("+/x{i}/c"),
+                    4 => format!("a/+/x{i}"),
+                    _ => format!("x{i}/#"),
+                };
+                t.subscribe(&spec(&f), &ClientId::from(format!("u{i}").as_str()), o);
+            }
+            assert_eq!(t.subscription_count(), 5 + unrelated);
+            t
+        };
+        let small = build(10);
+        let large = build(100_000);
+        for topic in ["a/b/c", "a/b", "z/b/q", "nothing/here/at/all"] {
+            let (found_small, work_small) = matched_with_work(&small, topic);
+            let (found_large, work_large) = matched_with_work(&large, topic);
+            assert_eq!(found_small, found_large, "{topic}: the same matches");
+            assert_eq!(work_small, work_large, "{topic}: nodes visited with 10 vs 100,000 unrelated subscriptions");
+            assert!(work_small > 0);
+        }
+        assert_eq!(matched_with_work(&large, "a/b/c").0, vec!["all", "exact", "hash", "plus", "plus2"]);
     }
 }

@@ -82,6 +82,8 @@ pub struct Pending {
     pub seq: Option<u64>,
     /// QoS 2 only: the client sent PUBREC; PUBREL is what is in flight now.
     pub released: bool,
+    /// When the PUBLISH (or PUBREL) in flight was last sent, 0 while queued.
+    pub sent_ms: u64,
 }
 
 /// What happens to the outbound side after the client's acknowledgement.
@@ -225,11 +227,12 @@ impl Session {
                 retain,
                 subscription_ids: subscription_ids.iter().map(|i| i.get()).collect(),
                 released_packet_id: None,
+                sent_packet_id: None,
             };
             ticket = Some(store.put_delivery(&self.tenant, &self.client_id, s, &stored));
             seq = Some(s);
         }
-        st.queue.push_back(Pending { message, qos, retain, subscription_ids, seq, released: false });
+        st.queue.push_back(Pending { message, qos, retain, subscription_ids, seq, released: false, sent_ms: 0 });
         drop(st);
         self.notify.notify_one();
         Enqueued::Queued(ticket)
@@ -269,7 +272,13 @@ impl Session {
                 ))));
                 continue;
             }
+            let mut p = p;
+            p.sent_ms = now;
             let pid = st.alloc_packet_id();
+            if let Some(seq) = p.seq {
+                // So that a restart sends it again with this id and DUP.
+                store.put_inflight(&self.tenant, &self.client_id, seq, pid);
+            }
             out.push(Outgoing::Publish(Box::new(p.message.to_publish(
                 p.qos,
                 p.retain,
@@ -284,6 +293,21 @@ impl Session {
 
     /// On resume: every message still in flight, again, in packet-id order (PUBLISH with DUP, or PUBREL).
     pub fn resend_inflight(&self, store: &Store, out: &mut Vec<Outgoing>) {
+        self.resend_sent_before(store, u64::MAX, out);
+    }
+
+    /// MQTT 3.1.1 retry: what has been in flight for `interval_ms` or longer, again; nothing
+    /// unless connection `conn_id` is the one attached.
+    pub fn resend_overdue(&self, store: &Store, conn_id: u64, interval_ms: u64, out: &mut Vec<Outgoing>) {
+        if self.state.lock().conn.as_ref().is_none_or(|c| c.id != conn_id) {
+            return;
+        }
+        self.resend_sent_before(store, now_ms().saturating_sub(interval_ms), out);
+    }
+
+    /// Resends (PUBLISH with DUP, or PUBREL) what in flight was last sent at or before `cutoff_ms`,
+    /// in packet-id order; expired PUBLISHes are dropped instead.
+    fn resend_sent_before(&self, store: &Store, cutoff_ms: u64, out: &mut Vec<Outgoing>) {
         let mut st = self.state.lock();
         let now = now_ms();
         let expired: Vec<u16> =
@@ -296,8 +320,12 @@ impl Session {
                 }
             }
         }
-        for (id, p) in &st.inflight {
+        for (id, p) in st.inflight.iter_mut() {
             let Some(pid) = NonZeroU16::new(*id) else { continue };
+            if p.sent_ms > cutoff_ms {
+                continue;
+            }
+            p.sent_ms = now;
             if p.released {
                 out.push(Outgoing::Release(pid));
             } else {
@@ -335,6 +363,7 @@ impl Session {
             return false;
         }
         p.released = true;
+        p.sent_ms = now_ms();
         if let Some(seq) = p.seq {
             let stored = StoredDelivery {
                 message: (*p.message).clone(),
@@ -342,6 +371,7 @@ impl Session {
                 retain: p.retain,
                 subscription_ids: p.subscription_ids.iter().map(|i| i.get()).collect(),
                 released_packet_id: Some(packet_id),
+                sent_packet_id: None,
             };
             store.put_delivery(&self.tenant, &self.client_id, seq, &stored);
         }
@@ -379,8 +409,8 @@ impl SessionState {
         }
     }
 
-    /// Restores stored deliveries: released QoS 2 ones go back in flight with their packet id,
-    /// the rest are queued (and sent again with the session's next packet ids).
+    /// Restores stored deliveries: released QoS 2 ones (PUBREL) and ones sent but not acknowledged
+    /// (PUBLISH with DUP) go back in flight with their packet id, the rest are queued.
     pub(crate) fn restore(&mut self, deliveries: Vec<(u64, StoredDelivery)>) {
         for (seq, d) in deliveries {
             let pending = Pending {
@@ -390,9 +420,10 @@ impl SessionState {
                 subscription_ids: d.subscription_ids.into_iter().filter_map(NonZeroU32::new).collect(),
                 seq: Some(seq),
                 released: d.released_packet_id.is_some(),
+                sent_ms: 0,
             };
-            match d.released_packet_id {
-                Some(pid) if pid != 0 => {
+            match d.released_packet_id.or(d.sent_packet_id) {
+                Some(pid) if pid != 0 && !self.inflight.contains_key(&pid) => {
                     self.inflight.insert(pid, pending);
                 }
                 _ => self.queue.push_back(pending),

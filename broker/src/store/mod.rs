@@ -19,6 +19,9 @@ use rmqtt_codec::types::QoS;
 const RETAINED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const SESSION_MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_messages");
+/// The packet id a session message was last sent with (same key as in `session_messages`), so
+/// that after a restart it is sent again as a duplicate with that id.
+const SESSION_INFLIGHT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_inflight");
 /// Objects managed over the admin API (bridges, rules, traffic rules): `kind \0 name` → JSON.
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 
@@ -66,6 +69,10 @@ pub struct StoredDelivery {
     pub subscription_ids: Vec<u32>,
     /// The client sent PUBREC: on resume, PUBREL with this packet id is resent.
     pub released_packet_id: Option<u16>,
+    /// Sent with this packet id and not acknowledged yet: on resume, sent again with it and DUP.
+    /// Kept in its own table (written by `put_inflight`), not in the delivery's record.
+    #[serde(skip)]
+    pub sent_packet_id: Option<u16>,
 }
 
 #[derive(Clone, Copy)]
@@ -73,12 +80,15 @@ enum Table {
     Retained,
     Sessions,
     Messages,
+    Inflight,
     Objects,
 }
 
 enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
     Delete(Table, Vec<u8>),
+    /// Deletes a session message and its in-flight packet id.
+    DeleteDelivery(Vec<u8>),
     /// Deletes a session record and all of its messages.
     DeleteSession(Vec<u8>),
 }
@@ -142,6 +152,7 @@ impl Store {
         txn.open_table(RETAINED)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(SESSION_MESSAGES)?;
+        txn.open_table(SESSION_INFLIGHT)?;
         txn.open_table(OBJECTS)?;
         txn.commit()?;
 
@@ -230,8 +241,14 @@ impl Store {
         }
     }
 
+    /// Records that session message `seq` went out with `packet_id` (see `StoredDelivery::sent_packet_id`).
+    pub fn put_inflight(&self, tenant: &str, client_id: &str, seq: u64, packet_id: u16) -> Ticket {
+        let key = message_key(&session_key(tenant, client_id), seq);
+        self.submit(Op::Put(Table::Inflight, key, packet_id.to_be_bytes().to_vec()))
+    }
+
     pub fn delete_delivery(&self, tenant: &str, client_id: &str, seq: u64) -> Ticket {
-        self.submit(Op::Delete(Table::Messages, message_key(&session_key(tenant, client_id), seq)))
+        self.submit(Op::DeleteDelivery(message_key(&session_key(tenant, client_id), seq)))
     }
 
     /// Reads everything back (at start, before any writes).
@@ -243,6 +260,7 @@ impl Store {
             loaded.retained.push(postcard::from_bytes(v.value())?);
         }
         let messages = txn.open_table(SESSION_MESSAGES)?;
+        let inflight = txn.open_table(SESSION_INFLIGHT)?;
         let mut max_seq = 0;
         for entry in txn.open_table(SESSIONS)?.iter()? {
             let (k, v) = entry?;
@@ -256,7 +274,10 @@ impl Store {
                     key[key.len() - 8..].try_into().map_err(|_| StoreError::Db("bad message key".into()))?;
                 let seq = u64::from_be_bytes(seq_bytes);
                 max_seq = max_seq.max(seq);
-                queued.push((seq, postcard::from_bytes(mv.value())?));
+                let mut d: StoredDelivery = postcard::from_bytes(mv.value())?;
+                d.sent_packet_id =
+                    inflight.get(key)?.and_then(|v| <[u8; 2]>::try_from(v.value()).ok()).map(u16::from_be_bytes);
+                queued.push((seq, d));
             }
             loaded.sessions.push((rec, queued));
         }
@@ -334,6 +355,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
         let mut retained = txn.open_table(RETAINED)?;
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut messages = txn.open_table(SESSION_MESSAGES)?;
+        let mut inflight = txn.open_table(SESSION_INFLIGHT)?;
         let mut objects = txn.open_table(OBJECTS)?;
         for op in ops {
             match op {
@@ -342,6 +364,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Retained => &mut retained,
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
+                        Table::Inflight => &mut inflight,
                         Table::Objects => &mut objects,
                     };
                     t.insert(k.as_slice(), v.as_slice())?;
@@ -351,14 +374,20 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Retained => &mut retained,
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
+                        Table::Inflight => &mut inflight,
                         Table::Objects => &mut objects,
                     };
                     t.remove(k.as_slice())?;
+                }
+                Op::DeleteDelivery(k) => {
+                    messages.remove(k.as_slice())?;
+                    inflight.remove(k.as_slice())?;
                 }
                 Op::DeleteSession(k) => {
                     sessions.remove(k.as_slice())?;
                     let (lo, hi) = message_prefix_range(&k);
                     messages.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+                    inflight.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
                 }
             }
         }
@@ -410,10 +439,13 @@ mod tests {
                 retain: false,
                 subscription_ids: vec![],
                 released_packet_id: None,
+                sent_packet_id: None,
             };
             for seq in 1..=3 {
                 s.put_delivery("global", "c1", seq, &d);
                 s.put_delivery("global", "c2", seq + 10, &d);
+                s.put_inflight("global", "c1", seq, 100 + seq as u16);
+                s.put_inflight("global", "c2", seq + 10, 7);
             }
             s.delete_delivery("global", "c1", 2);
             let t = s.delete_session("global", "c2");
@@ -423,8 +455,11 @@ mod tests {
         let loaded = s.load().unwrap();
         assert_eq!(loaded.retained.len(), 1);
         assert_eq!(loaded.sessions.len(), 1);
-        let seqs: Vec<u64> = loaded.sessions[0].1.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, vec![1, 3]);
+        let seqs: Vec<(u64, Option<u16>)> = loaded.sessions[0].1.iter().map(|(s, d)| (*s, d.sent_packet_id)).collect();
+        assert_eq!(seqs, vec![(1, Some(101)), (3, Some(103))], "in-flight packet ids come back with their messages");
+        let txn = s.db.begin_read().unwrap();
+        let left = txn.open_table(SESSION_INFLIGHT).unwrap().iter().unwrap().count();
+        assert_eq!(left, 2, "in-flight ids are deleted with their messages and sessions");
         assert!(s.next_message_seq() > 13 - 10);
     }
 }

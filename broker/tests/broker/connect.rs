@@ -180,3 +180,22 @@ async fn session_takeover_closes_the_old_connection_with_0x8e() {
     p.send(raw::publish("take/1", "hi", QoS::AtLeastOnce, Some(1))).await;
     assert_eq!(&new.recv_publish().await.payload[..], b"hi");
 }
+
+#[tokio::test]
+async fn keep_alive_zero_or_above_the_cap_gets_server_keep_alive_of_the_cap() {
+    let b = BrokerProc::start("[limits]\nmax_keepalive = 20\n");
+    // Keep alive 0 asks for no keep-alive at all: the broker caps it at 20 s as well.
+    let mut c = connect("ka-zero");
+    c.keep_alive = 0;
+    let (_r, ack) = Raw::connect_v5(b.tcp, c).await;
+    assert_eq!(ack.reason_code, ConnectAckReason::Success);
+    assert_eq!(ack.server_keepalive_sec, Some(20), "Server Keep Alive for a keep-alive of 0");
+    let mut c = connect("ka-max");
+    c.keep_alive = u16::MAX;
+    let (_r, ack) = Raw::connect_v5(b.tcp, c).await;
+    assert_eq!(ack.server_keepalive_sec, Some(20), "Server Keep Alive for a keep-alive of 65535");
+    let mut c = connect("ka-equal");
+    c.keep_alive = 20;
+    let (_r, ack) = Raw::connect_v5(b.tcp, c).await;
+    assert_eq!(ack.server_keepalive_sec, None, "exactly the cap is granted as asked");
+}

@@ -29,11 +29,16 @@ impl BrokerProc {
     /// Starts a broker with the base config plus `extra` TOML (sections other than
     /// `node`, `listeners.tcp`, `listeners.ws`, `store`, `log`).
     pub fn start(extra: &str) -> BrokerProc {
+        Self::start_node("test-node", [127, 0, 0, 1], extra)
+    }
+
+    /// Starts a broker named `name` whose listeners bind loopback address `ip` (127.0.0.x).
+    pub fn start_node(name: &str, ip: [u8; 4], extra: &str) -> BrokerProc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let tcp: SocketAddr = (ip, free_port()).into();
+        let ws: SocketAddr = (ip, free_port()).into();
         let tls = extra.contains("[listeners.tls]").then(|| extra_tls_addr(extra));
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = (ip, free_port()).into();
         // The admin section always gets this node's port; a test may add keys to it.
         let extra = if extra.contains("[admin]\n") {
             extra.replace("[admin]\n", &format!("[admin]\nbind = \"{admin}\"\n"))
@@ -43,7 +48,7 @@ impl BrokerProc {
         let config = dir.path().join("broker.toml");
         let data = dir.path().join("data");
         let text = format!(
-            "[node]\nname = \"test-node\"\n\n[listeners.tcp]\nenabled = true\nbind = \"{tcp}\"\n\n\
+            "[node]\nname = \"{name}\"\n\n[listeners.tcp]\nenabled = true\nbind = \"{tcp}\"\n\n\
              [listeners.ws]\nenabled = true\nbind = \"{ws}\"\npath = \"/mqtt\"\n\n\
              [store]\ndata_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
             data.display()

@@ -141,3 +141,80 @@ async fn client_certificate_organization_selects_the_tenant() {
         "tenant from certificate not seen in log: {log}"
     );
 }
+
+/// rumqttc over TLS, verifying the server against the test CA and presenting the client certificate.
+fn tls_with_client_cert(pki: &Path) -> rumqttc::Transport {
+    use std::io::BufReader;
+    let read = |name: &str| std::fs::read(pki.join(name)).expect("PEM file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut BufReader::new(&read("ca.crt")[..])) {
+        roots.add(cert.expect("CA certificate")).expect("add CA");
+    }
+    let chain: Vec<_> =
+        rustls_pemfile::certs(&mut BufReader::new(&read("client.crt")[..])).map(|c| c.expect("client cert")).collect();
+    let key = rustls_pemfile::private_key(&mut BufReader::new(&read("client.key")[..]))
+        .expect("client key")
+        .expect("a private key");
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client auth");
+    rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)))
+}
+
+#[tokio::test]
+async fn client_certificate_tenant_gets_only_the_messages_of_that_tenant() {
+    // A plain-TCP user whose credentials entry pins tenant "acme": the tenant the certificate's
+    // Organization (O=acme) must map to.
+    let users = tempfile::tempdir().unwrap();
+    let users_file = users.path().join("users.toml");
+    std::fs::write(&users_file, "[[users]]\nusername = \"acme-tcp\"\npassword = \"pw\"\ntenant = \"acme\"\n").unwrap();
+    let (b, pki) = tls_broker(
+        true,
+        &format!(
+            "[auth]\nallow_anonymous = true\nallow_plaintext_passwords = true\ncredentials_file = \"{}\"\n\
+             [tenancy]\nrule = \"cert_organization\"\n",
+            users_file.display()
+        ),
+    );
+    let tls = b.tls.expect("TLS listener");
+    let over_tls = |id: &'static str| {
+        let transport = tls_with_client_cert(pki.path());
+        move |o: &mut v5c::MqttOptions| {
+            *o = v5c::MqttOptions::new(id, "127.0.0.1", tls.port());
+            o.set_transport(transport);
+        }
+    };
+    let mut cert_sub = clients::v5(tls, "cert-sub", over_tls("cert-sub")).await;
+    let mut acme_tcp = clients::v5(b.tcp, "acme-tcp", |o| {
+        o.set_credentials("acme-tcp", "pw");
+    })
+    .await;
+    let mut global = clients::v4(b.tcp, "global-sub", true).await;
+    cert_sub.client.subscribe("t/#", v5c::QoS::AtLeastOnce).await.unwrap();
+    acme_tcp.client.subscribe("t/#", v5c::QoS::AtLeastOnce).await.unwrap();
+    global.client.subscribe("t/#", rumqttc::QoS::AtLeastOnce).await.unwrap();
+    settle().await;
+
+    // Published in the default tenant: only the global subscriber gets it.
+    let global_pub = clients::v4(b.tcp, "global-pub", true).await;
+    global_pub.client.publish("t/global", rumqttc::QoS::AtLeastOnce, false, "global").await.unwrap();
+    assert_eq!(&next(&mut global.rx).await.expect("same tenant").payload[..], b"global");
+    // Published with the certificate: tenant acme, so the certificate subscriber and acme's TCP
+    // user get it, the global subscriber does not.
+    let cert_pub = clients::v5(tls, "cert-pub", over_tls("cert-pub")).await;
+    cert_pub.client.publish("t/acme", v5c::QoS::AtLeastOnce, false, "from cert").await.unwrap();
+    assert_eq!(&next(&mut cert_sub.rx).await.expect("certificate tenant").payload[..], b"from cert");
+    assert_eq!(&next(&mut acme_tcp.rx).await.expect("tenant acme").payload[..], b"from cert");
+    // And acme's TCP user reaches the certificate subscriber.
+    acme_tcp.client.publish("t/tcp", v5c::QoS::AtLeastOnce, false, "from tcp").await.unwrap();
+    assert_eq!(&next(&mut cert_sub.rx).await.expect("tenant acme").payload[..], b"from tcp");
+    // Nothing crossed the tenant boundary either way (acme_tcp gets its own message back).
+    assert_eq!(&next(&mut acme_tcp.rx).await.expect("own message").payload[..], b"from tcp");
+    clients::nothing_for(&mut cert_sub.rx, std::time::Duration::from_millis(500)).await;
+    clients::nothing_for(&mut acme_tcp.rx, std::time::Duration::from_millis(300)).await;
+    clients::nothing_for(&mut global.rx, std::time::Duration::from_millis(300)).await;
+}

@@ -1,5 +1,6 @@
 //! QoS 0/1/2 in both directions: acknowledgements, downgrade to the subscription's QoS, the
-//! inflight window (Receive Maximum both ways) and redelivery with DUP on resume.
+//! inflight window (Receive Maximum both ways, capped by `limits.max_inflight`), packet-id
+//! allocation and redelivery with DUP on resume.
 
 use std::time::Duration;
 
@@ -205,4 +206,88 @@ fn raw_ack(id: u16) -> v5::PublishAck {
         properties: vec![],
         reason_string: None,
     }
+}
+
+#[tokio::test]
+async fn broker_max_inflight_caps_the_window_below_a_larger_client_receive_maximum() {
+    let b = BrokerProc::start("[limits]\nmax_inflight = 2\n");
+    let mut c = connect("roomy");
+    c.receive_max = std::num::NonZeroU16::new(100);
+    let (mut sub, _) = Raw::connect_v5(b.tcp, c).await;
+    sub.subscribe(1, &[("cap/#", QoS::AtLeastOnce)]).await;
+    let (mut p, _) = Raw::connect_v5(b.tcp, connect("cap-pub")).await;
+    for i in 1..=4u16 {
+        p.send(raw::publish("cap/t", &i.to_string(), QoS::AtLeastOnce, Some(i))).await;
+    }
+    let first = sub.recv_publish().await;
+    let second = sub.recv_publish().await;
+    assert_eq!((&first.payload[..], &second.payload[..]), (&b"1"[..], &b"2"[..]));
+    assert!(
+        matches!(sub.recv_within(Duration::from_millis(500)).await, Recv::Timeout),
+        "limits.max_inflight = 2 holds although the client's Receive Maximum is 100"
+    );
+    sub.send(raw::puback(first.packet_id.expect("QoS 1 has a packet id").get())).await;
+    assert_eq!(&sub.recv_publish().await.payload[..], b"3", "one acknowledged, one more in flight");
+    assert!(matches!(sub.recv_within(Duration::from_millis(500)).await, Recv::Timeout), "the window is full again");
+}
+
+#[tokio::test]
+async fn outbound_packet_ids_are_distinct_nonzero_and_reused_only_after_acknowledgement() {
+    // More deliveries than there are packet ids, so ids must be reused; the first one is never
+    // acknowledged, so its id must never come back.
+    const WINDOW: usize = 64;
+    let total: usize = usize::from(u16::MAX) + 2 * WINDOW;
+    let b = BrokerProc::start(&format!(
+        "[limits]\nmax_inflight = {WINDOW}\nmax_queued_messages = {}\nreceive_maximum = 65535\n",
+        total + 10
+    ));
+    let (mut sub, _) = Raw::connect_v5(b.tcp, connect("ids-sub")).await;
+    sub.subscribe(1, &[("ids/t", QoS::AtLeastOnce)]).await;
+    // The publisher writes its QoS 1 PUBLISHes in large batches and discards its PUBACKs.
+    let addr = b.tcp;
+    let feeder = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut rd, mut wr) = tokio::net::TcpStream::connect(addr).await.expect("connect").into_split();
+        // Runs until the broker closes the connection.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while rd.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        wr.write_all(&raw::encode_v5([v5::Packet::Connect(Box::new(connect("ids-pub")))])).await.expect("CONNECT");
+        for batch in (0..total).collect::<Vec<_>>().chunks(1000) {
+            let packets = batch.iter().map(|&i| {
+                let id = (i % usize::from(u16::MAX)) as u16 + 1;
+                raw::publish("ids/t", &i.to_string(), QoS::AtLeastOnce, Some(id))
+            });
+            wr.write_all(&raw::encode_v5(packets)).await.expect("PUBLISHes");
+        }
+    });
+
+    let mut unacked = std::collections::BTreeSet::new();
+    let mut acked_once = std::collections::HashSet::new();
+    let mut reused = 0usize;
+    let first = sub.recv_publish().await;
+    assert_eq!(&first.payload[..], b"0");
+    let held = first.packet_id.expect("QoS 1 has a packet id").get();
+    unacked.insert(held);
+    for n in 1..total {
+        let m = sub.recv_publish().await;
+        let id = m.packet_id.expect("QoS 1 has a packet id").get();
+        assert_eq!(&m.payload[..], n.to_string().as_bytes(), "delivered in order");
+        assert!(!m.dup);
+        assert_ne!(id, held, "id {held} came back while its message was still unacknowledged (delivery {n})");
+        assert!(unacked.insert(id), "id {id} given to two messages in flight at once (delivery {n})");
+        if !acked_once.insert(id) {
+            reused += 1;
+        }
+        // Acknowledge whole windows at once (one write), so a full window of ids is in flight together.
+        if unacked.len() == WINDOW || n == total - 1 {
+            let acks = std::mem::take(&mut unacked).into_iter().filter(|&id| id != held).map(raw::puback);
+            sub.send_bytes(&raw::encode_v5(acks)).await;
+            unacked.insert(held);
+        }
+    }
+    assert!(reused >= WINDOW, "ids are reused once acknowledged (reused {reused})");
+    assert_eq!(acked_once.len(), usize::from(u16::MAX) - 1, "every id but 0 and the held one was used");
+    feeder.await.expect("publisher task");
 }

@@ -76,6 +76,16 @@ pub fn subscribe(packet_id: u16, filters: &[(&str, QoS)]) -> v5::Packet {
     })
 }
 
+/// The bytes of MQTT 5 packets, for tests that write many packets with one write.
+pub fn encode_v5(packets: impl IntoIterator<Item = v5::Packet>) -> BytesMut {
+    let mut codec = MqttCodec::V5(v5::Codec::new(0, 0));
+    let mut out = BytesMut::new();
+    for p in packets {
+        codec.encode(MqttPacket::V5(p), &mut out).expect("encode");
+    }
+    out
+}
+
 pub fn puback(packet_id: u16) -> v5::Packet {
     v5::Packet::PublishAck(v5::PublishAck {
         packet_id: pid(packet_id),
@@ -100,6 +110,34 @@ impl Raw {
             Recv::Packet(v5::Packet::ConnectAck(a)) => (r, *a),
             other => panic!("expected CONNACK, got {other:?}"),
         }
+    }
+
+    /// This end of the connection: the address the broker sees as the client's.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
+    /// Opens an MQTT 3.1.1 connection and expects CONNACK 0 (Connection Accepted).
+    pub async fn connect_v3(addr: SocketAddr, client_id: &str, clean_session: bool) -> Raw {
+        let mut r = Raw::open(addr, false).await;
+        r.send_v3(v3::Packet::Connect(Box::new(v3::Connect {
+            protocol: rmqtt_codec::types::Protocol(4),
+            clean_session,
+            keep_alive: 60,
+            last_will: None,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            cert: None,
+        })))
+        .await;
+        match r.recv().await {
+            Recv::V3(v3::Packet::ConnectAck(a)) => {
+                assert_eq!(a.return_code, v3::ConnectAckReason::ConnectionAccepted)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        r
     }
 
     pub async fn send(&mut self, p: v5::Packet) {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rmqtt_codec::types::QoS;
+use rmqtt_codec::v5;
 
 use crate::clients::{self, next, nothing_for, settle, v5c};
 use crate::harness::BrokerProc;
@@ -104,4 +105,37 @@ async fn offline_queue_is_bounded_and_overflow_is_dropped_and_counted() {
     }
     assert!(n >= 3, "dropped count {n}");
     assert!(b.log().contains("max_queued_messages reached"), "the limit is logged");
+}
+
+#[tokio::test]
+async fn clean_start_discards_an_existing_session_with_its_subscriptions_and_queued_messages() {
+    let b = BrokerProc::start("");
+    let s = clients::v5(b.tcp, "fresh-start", persistent(300)).await;
+    s.client.subscribe("fresh/#", v5c::QoS::AtLeastOnce).await.unwrap();
+    settle().await;
+    s.client.disconnect().await.unwrap();
+    settle().await;
+    let (mut p, _) = Raw::connect_v5(b.tcp, connect("fresh-pub")).await;
+    for i in 1..=3u16 {
+        p.send(raw::publish("fresh/t", &format!("queued-{i}"), QoS::AtLeastOnce, Some(i))).await;
+    }
+    settle().await;
+    // Clean Start = 1 (and a session that would again persist): the old session is gone.
+    let mut again = clients::v5(b.tcp, "fresh-start", |o| {
+        o.set_clean_start(true);
+        o.set_session_expiry_interval(Some(300));
+    })
+    .await;
+    assert!(!again.connack.session_present, "Session Present 0 after Clean Start 1");
+    nothing_for(&mut again.rx, Duration::from_millis(500)).await; // the queued messages are gone
+    p.send(raw::publish("fresh/t", "live", QoS::AtLeastOnce, Some(4))).await;
+    let live_ack = loop {
+        match p.recv().await {
+            raw::Recv::Packet(v5::Packet::PublishAck(a)) if a.packet_id.get() == 4 => break a,
+            raw::Recv::Packet(v5::Packet::PublishAck(_)) => continue, // those of the queued ones
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    };
+    assert_eq!(live_ack.reason_code, v5::PublishAckReason::NoMatchingSubscribers, "the old subscription is gone");
+    nothing_for(&mut again.rx, Duration::from_millis(500)).await;
 }

@@ -62,3 +62,75 @@ async fn tenants_never_see_each_others_topics_retained_messages_or_sessions() {
     acme_pub.client.publish("t/y", v5c::QoS::AtLeastOnce, false, "again").await.unwrap();
     assert_eq!(&next(&mut acme.rx).await.expect("still connected").payload[..], b"again");
 }
+
+/// Reads `$SYS` publications until `done` says so (5 s at most); returns whether it did.
+async fn sys_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<v5c::Publish>,
+    mut done: impl FnMut(&str, u64) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        let topic = String::from_utf8_lossy(&m.topic).to_string();
+        let figure = topic.trim_start_matches("$SYS/brokers/test-node/");
+        let value: u64 = String::from_utf8_lossy(&m.payload).parse().expect("numeric $SYS figure");
+        if done(figure, value) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn sys_uptime_increases_and_message_counts_follow_what_clients_published() {
+    let b = BrokerProc::start("[sys]\ninterval_secs = 1\n");
+    let mut sys = clients::v5(b.tcp, "sys-watch", |_| {}).await;
+    for figure in ["uptime", "messages/received", "messages/sent"] {
+        sys.client.subscribe(format!("$SYS/brokers/test-node/{figure}"), v5c::QoS::AtMostOnce).await.unwrap();
+    }
+    // Three uptime publications (a second apart): the third is later than the first by >= 1 s.
+    let mut uptimes = Vec::new();
+    let (mut received_before, mut sent_before) = (None, 0);
+    assert!(
+        sys_until(&mut sys.rx, |figure, value| {
+            match figure {
+                "uptime" => uptimes.push(value),
+                "messages/received" => received_before = Some(value),
+                "messages/sent" => sent_before = value,
+                _ => {}
+            }
+            uptimes.len() == 3
+        })
+        .await,
+        "three uptime publications within 5 s: {uptimes:?}"
+    );
+    assert!(uptimes.windows(2).all(|w| w[0] <= w[1]), "uptime never goes back: {uptimes:?}");
+    assert!(uptimes[2] > uptimes[0], "uptime increases: {uptimes:?}");
+    assert_eq!(received_before, Some(0), "no client has published yet");
+
+    // Seven messages at QoS 0, 1 and 2, each delivered to one subscriber.
+    let mut sub = clients::v4(b.tcp, "counted-sub", true).await;
+    sub.client.subscribe("counted/t", rumqttc::QoS::ExactlyOnce).await.unwrap();
+    settle().await;
+    let p = clients::v4(b.tcp, "counted-pub", true).await;
+    let qos = [rumqttc::QoS::AtMostOnce, rumqttc::QoS::AtLeastOnce, rumqttc::QoS::ExactlyOnce];
+    for i in 0..7 {
+        p.client.publish("counted/t", qos[i % 3], false, i.to_string()).await.unwrap();
+        assert_eq!(next(&mut sub.rx).await.expect("delivered").payload, i.to_string().as_bytes());
+    }
+    let (mut received, mut sent_after) = (Vec::new(), None);
+    assert!(
+        sys_until(&mut sys.rx, |figure, value| {
+            match figure {
+                "messages/received" => received.push(value),
+                "messages/sent" if received.last() == Some(&7) => sent_after = Some(value),
+                _ => {}
+            }
+            sent_after.is_some()
+        })
+        .await,
+        "messages/received reaches 7 within 5 s: {received:?}"
+    );
+    assert!(received.iter().all(|&n| n <= 7), "only the test's 7 messages were received: {received:?}");
+    let sent_after = sent_after.unwrap_or_default();
+    assert!(sent_after >= sent_before + 7, "messages/sent counts the 7 deliveries: {sent_before} -> {sent_after}");
+}

@@ -33,6 +33,9 @@ pub fn membership_for(bc: &BrokerCluster, pod: &str) -> ClusterMembership {
                 address: format!("{host}:{}", bc.spec.admin.port),
                 mqtt_address: mqtt_port.map(|p| format!("{host}:{p}")),
                 tags: tags_of(bc, i),
+                // Not linked yet: the operator does not configure the broker's cluster
+                // listener and secret (issue 9), so the brokers run side by side.
+                cluster_address: None,
                 name,
             }
         })

@@ -1,0 +1,377 @@
+//! Clustering: the peers this node links to, the routes they announce (which topic filters
+//! have subscribers on which node) and the forwarding of messages to the nodes that need them.
+//!
+//! Each pair of nodes has two TCP links, one dialled by each side; a node sends on the link it
+//! dialled (routes, forwarded messages, heartbeats) and receives on the links it accepted.
+//! Routes are eventually consistent: a snapshot when a link comes up, then every change.
+//! QoS 1/2 messages for a peer stay queued (bounded) until the peer acknowledges them, across
+//! link failures and peer restarts; QoS 0 ones are sent only while the link is up.
+
+mod inbound;
+mod link;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use rmqtt_codec::types::QoS;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::message::{Message, TenantId, now_ms};
+use crate::router::{ClientId, SubOptions, TopicTrie};
+use crate::topic::FilterSpec;
+
+/// `[cluster]`: how this node finds and trusts its peers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where peers dial this node.
+    pub bind: SocketAddr,
+    /// File holding the shared cluster secret (a mounted Kubernetes Secret). Without it the
+    /// node runs alone: no cluster listener, no links.
+    pub secret_file: Option<PathBuf>,
+    /// Peers known without Kubernetes; `PUT /api/v1/cluster` adds the operator's list.
+    pub peers: Vec<StaticPeer>,
+    /// Milliseconds between heartbeats on a link.
+    pub heartbeat_ms: u64,
+    /// A link silent this long is dropped and its peer marked down.
+    pub peer_timeout_ms: u64,
+    /// Messages held for one peer (QoS 1/2 waiting for its ack, or the link); beyond, dropped and counted.
+    pub max_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            bind: ([0, 0, 0, 0], 4370).into(),
+            secret_file: None,
+            peers: Vec::new(),
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            max_queue: 100_000,
+        }
+    }
+}
+
+/// A peer from the config file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPeer {
+    pub name: String,
+    /// Its cluster listener, `host:port`.
+    pub address: String,
+}
+
+/// What this node knows of one peer, for the admin API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PeerStatus {
+    pub node: String,
+    /// Its cluster listener.
+    pub address: String,
+    /// `up` while the link this node dialled is established and heartbeats answer, else `down`.
+    pub status: String,
+    /// Milliseconds since the Unix epoch of the last change of `status`.
+    pub since_ms: u64,
+    /// QoS 1/2 messages waiting for the peer's acknowledgement (or for the link).
+    pub queued: usize,
+    /// Messages forwarded to it.
+    pub forwarded: u64,
+    /// Messages dropped for it (queue full, or QoS 0 while it was down).
+    pub dropped: u64,
+    pub last_error: Option<String>,
+}
+
+/// One peer this node sends to.
+pub(crate) struct Peer {
+    pub name: String,
+    pub address: String,
+    state: Mutex<PeerState>,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct PeerState {
+    up: bool,
+    since_ms: u64,
+    /// QoS 0 messages to send while the link is up.
+    fresh: VecDeque<Arc<Message>>,
+    /// QoS 1/2 messages not yet acknowledged, in sequence order; the first `sent` of them went
+    /// out on the current link.
+    unacked: VecDeque<(u64, Arc<Message>)>,
+    sent: usize,
+    forwarded: u64,
+    dropped: u64,
+    last_error: Option<String>,
+}
+
+/// This node's side of the cluster.
+pub struct Cluster {
+    secret: Option<Arc<Vec<u8>>>,
+    config: ClusterConfig,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Routes peers announced: per tenant, a trie whose "clients" are node names.
+    remote: RwLock<HashMap<TenantId, TopicTrie>>,
+    /// The same routes by node, to replace or drop a node's routes at once.
+    remote_by_node: Mutex<HashMap<String, HashSet<(String, String)>>>,
+    /// Per sending node: its epoch (one per process start) and the last sequence delivered.
+    received: Mutex<HashMap<String, (u64, u64)>>,
+    /// This process's epoch and the sequence of QoS 1/2 messages it forwards.
+    pub(crate) epoch: u64,
+    next_seq: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl Cluster {
+    /// Reads the secret; without one clustering is off (and says so when peers are configured).
+    pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
+        let secret = match &config.secret_file {
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|e| format!("cluster.secret_file {}: {e}", path.display()))?;
+                let trimmed = text.trim_ascii().to_vec();
+                if trimmed.len() < 16 {
+                    return Err(format!(
+                        "cluster.secret_file {}: the secret must be at least 16 bytes",
+                        path.display()
+                    ));
+                }
+                Some(Arc::new(trimmed))
+            }
+            None => None,
+        };
+        Ok(Cluster {
+            secret,
+            config,
+            peers: Mutex::default(),
+            remote: RwLock::default(),
+            remote_by_node: Mutex::default(),
+            received: Mutex::default(),
+            epoch: rand::random::<u64>() | 1,
+            next_seq: AtomicU64::new(1),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Starts the cluster listener (when a secret is configured) and links to the members.
+    pub async fn start(broker: &Arc<Broker>, tracker: &TaskTracker) -> Result<(), String> {
+        let cluster = &broker.cluster_links;
+        let Some(secret) = cluster.secret.clone() else {
+            if !cluster.config.peers.is_empty() {
+                tracing::warn!("cluster.peers are set but cluster.secret_file is not: running alone");
+            }
+            return Ok(());
+        };
+        let addr = cluster.config.bind;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cluster listener on {addr}: {e}"))?;
+        tracing::info!(addr = ?listener.local_addr().ok(), version = wire::PROTOCOL_VERSION, "cluster listening");
+        tracker.spawn(inbound::serve(broker.clone(), listener, secret));
+        broker.apply_membership();
+        Ok(())
+    }
+
+    /// Links to exactly these peers (name, cluster address): new ones are dialled, gone ones
+    /// dropped with their routes and queue. A peer whose address changed is linked anew.
+    pub(crate) fn set_peers(&self, broker: &Arc<Broker>, wanted: Vec<(String, String)>) {
+        let Some(secret) = self.secret.clone() else { return };
+        let mut peers = self.peers.lock();
+        let wanted: HashMap<String, String> =
+            wanted.into_iter().filter(|(name, _)| name != broker.node_name()).collect();
+        peers.retain(|name, p| {
+            let keep = wanted.get(name) == Some(&p.address);
+            if !keep {
+                tracing::info!(peer = %name, "cluster peer removed");
+                p.stop.cancel();
+            }
+            keep
+        });
+        let gone: Vec<String> =
+            self.remote_by_node.lock().keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+        for node in gone {
+            self.replace_routes(&node, Vec::new());
+        }
+        for (name, address) in wanted {
+            if peers.contains_key(&name) {
+                continue;
+            }
+            tracing::info!(peer = %name, %address, "cluster peer added");
+            let peer = Arc::new(Peer {
+                name: name.clone(),
+                address,
+                state: Mutex::new(PeerState { since_ms: now_ms(), ..Default::default() }),
+                wake: Notify::new(),
+                stop: broker.shutdown.child_token(),
+            });
+            peers.insert(name, peer.clone());
+            self.tasks.spawn(link::run(broker.clone(), peer, secret.clone()));
+        }
+    }
+
+    /// Hands a message published on this node to the peers with a matching route (once per
+    /// node); retained messages (but `$SYS`) go to every peer so each keeps them. Returns how
+    /// many peers.
+    pub fn forward(&self, msg: &Arc<Message>) -> usize {
+        if self.secret.is_none() {
+            return 0;
+        }
+        let peers = self.peers.lock();
+        if peers.is_empty() {
+            return 0;
+        }
+        // Each node publishes its own `$SYS`; those go by route only.
+        let targets: Vec<Arc<Peer>> = if msg.retain && !msg.topic.starts_with("$SYS") {
+            peers.values().cloned().collect()
+        } else {
+            let mut nodes: Vec<ClientId> = Vec::new();
+            if let Some(trie) = self.remote.read().get(msg.tenant.as_str()) {
+                trie.matches(&msg.topic, &mut |m| {
+                    if let crate::router::trie::TrieMatch::Direct(node, _) = m
+                        && !nodes.contains(node)
+                    {
+                        nodes.push(node.clone());
+                    }
+                });
+            }
+            nodes.iter().filter_map(|n| peers.get(&**n).cloned()).collect()
+        };
+        drop(peers);
+        for p in &targets {
+            self.enqueue(p, msg);
+        }
+        targets.len()
+    }
+
+    fn enqueue(&self, peer: &Peer, msg: &Arc<Message>) {
+        let mut st = peer.state.lock();
+        let held = st.fresh.len() + st.unacked.len();
+        if held >= self.config.max_queue || (msg.qos == QoS::AtMostOnce && !st.up) {
+            st.dropped += 1;
+            if st.dropped.is_power_of_two() {
+                tracing::warn!(peer = %peer.name, dropped = st.dropped, up = st.up, "cluster.max_queue reached or peer down; dropping messages for it");
+            }
+            return;
+        }
+        if msg.qos == QoS::AtMostOnce {
+            st.fresh.push_back(msg.clone());
+        } else {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            st.unacked.push_back((seq, msg.clone()));
+        }
+        drop(st);
+        peer.wake.notify_one();
+    }
+
+    /// A node's full route list, replacing what it announced before.
+    fn replace_routes(&self, node: &str, routes: Vec<(String, String)>) {
+        let new: HashSet<(String, String)> = routes.into_iter().collect();
+        let old = self.remote_by_node.lock().remove(node).unwrap_or_default();
+        for (tenant, filter) in old.difference(&new) {
+            self.unroute(node, tenant, filter);
+        }
+        for (tenant, filter) in new.difference(&old) {
+            self.route(node, tenant, filter);
+        }
+        if !new.is_empty() {
+            self.remote_by_node.lock().insert(node.to_string(), new);
+        }
+    }
+
+    fn add_route(&self, node: &str, tenant: String, filter: String) {
+        if self.remote_by_node.lock().entry(node.to_string()).or_default().insert((tenant.clone(), filter.clone())) {
+            self.route(node, &tenant, &filter);
+        }
+    }
+
+    fn remove_route(&self, node: &str, tenant: String, filter: String) {
+        let removed =
+            self.remote_by_node.lock().get_mut(node).is_some_and(|s| s.remove(&(tenant.clone(), filter.clone())));
+        if removed {
+            self.unroute(node, &tenant, &filter);
+        }
+    }
+
+    fn route(&self, node: &str, tenant: &str, filter: &str) {
+        let Ok(spec) = FilterSpec::parse(filter, usize::MAX) else {
+            tracing::warn!(peer = %node, filter, "peer announced an invalid filter; ignored");
+            return;
+        };
+        let tenant: TenantId = tenant.into();
+        let node: ClientId = node.into();
+        self.remote.write().entry(tenant).or_default().subscribe(&spec, &node, SubOptions::new(QoS::ExactlyOnce));
+    }
+
+    fn unroute(&self, node: &str, tenant: &str, filter: &str) {
+        let Ok(spec) = FilterSpec::parse(filter, usize::MAX) else { return };
+        let mut remote = self.remote.write();
+        if let Some(trie) = remote.get_mut(tenant) {
+            trie.unsubscribe(&spec, node);
+            if trie.subscription_count() == 0 {
+                remote.remove(tenant);
+            }
+        }
+    }
+
+    /// Every route peers announced: (tenant, filter, node).
+    pub fn remote_routes(&self) -> Vec<(String, String, String)> {
+        let by_node = self.remote_by_node.lock();
+        by_node.iter().flat_map(|(n, set)| set.iter().map(move |(t, f)| (t.clone(), f.clone(), n.clone()))).collect()
+    }
+
+    /// Whether a forwarded QoS 1/2 message is new (and records it): a peer resends what it had
+    /// no ack for, so what arrives twice is acknowledged again but not delivered again.
+    fn first_delivery(&self, node: &str, seq: u64) -> bool {
+        let mut received = self.received.lock();
+        let last = &mut received.entry(node.to_string()).or_default().1;
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        true
+    }
+
+    /// A peer's link came up with this epoch: a new epoch (the peer restarted) starts its
+    /// sequence anew.
+    fn peer_epoch(&self, node: &str, epoch: u64) {
+        let mut received = self.received.lock();
+        let e = received.entry(node.to_string()).or_default();
+        if e.0 != epoch {
+            *e = (epoch, 0);
+        }
+    }
+
+    /// The peers, for the admin API.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .lock()
+            .values()
+            .map(|p| {
+                let st = p.state.lock();
+                PeerStatus {
+                    node: p.name.clone(),
+                    address: p.address.clone(),
+                    status: if st.up { "up" } else { "down" }.into(),
+                    since_ms: st.since_ms,
+                    queued: st.unacked.len() + st.fresh.len(),
+                    forwarded: st.forwarded,
+                    dropped: st.dropped,
+                    last_error: st.last_error.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
+    }
+}
