@@ -117,6 +117,7 @@ impl Broker {
                 limits.max_topic_levels,
             );
         }
+        broker.cluster_links.restore_outbox(broker.store.load_outbox()?);
         tracing::info!(retained, sessions, dir = %broker.config.store.data_dir.display(), "store loaded");
         Ok(Arc::new(broker))
     }
@@ -163,7 +164,9 @@ impl Broker {
             out.ticket = self.retain(&tenant, &msg);
         }
         self.deliver_local(&msg, &mut out);
-        out.matched += self.cluster_links.forward(&msg);
+        let (peers, held) = self.cluster_links.forward(&self.store, &msg);
+        out.matched += peers;
+        out.ticket = out.ticket.max(held);
         if out.matched == 0 {
             Metrics::inc(&self.metrics.messages_no_subscribers);
         }

@@ -64,8 +64,7 @@ async fn connection(broker: &Arc<Broker>, stream: tokio::net::TcpStream, secret:
             frame = tokio::time::timeout(timeout, wire::recv(&mut link)) => {
                 let frame = frame.map_err(|_| WireError::Refused(format!("no heartbeat for {} ms", timeout.as_millis())))??;
                 match frame {
-                    Frame::Routes { epoch, routes } => {
-                        cluster.peer_epoch(&peer, epoch);
+                    Frame::Routes { routes } => {
                         tracing::debug!(routes = routes.len(), "routes from peer");
                         cluster.replace_routes(&peer, routes);
                     }

@@ -71,7 +71,7 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
     let cluster = &broker.cluster_links;
     let mut changes = broker.router.route_changes();
     let routes = broker.router.local_routes();
-    wire::send(&mut link, &Frame::Routes { epoch: cluster.epoch, routes }).await?;
+    wire::send(&mut link, &Frame::Routes { routes }).await?;
     {
         let mut st = peer.state.lock();
         st.up = true;
@@ -100,7 +100,7 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
                 let frame = match change {
                     Ok(RouteChange::Added { tenant, filter }) => Frame::RouteAdded { tenant, filter },
                     Ok(RouteChange::Removed { tenant, filter }) => Frame::RouteRemoved { tenant, filter },
-                    Err(RecvError::Lagged(_)) => Frame::Routes { epoch: cluster.epoch, routes: broker.router.local_routes() },
+                    Err(RecvError::Lagged(_)) => Frame::Routes { routes: broker.router.local_routes() },
                     Err(RecvError::Closed) => return Ok(()),
                 };
                 wire::send(&mut link, &frame).await?;
@@ -108,7 +108,11 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
             frame = wire::recv(&mut link) => {
                 last_heard = tokio::time::Instant::now();
                 match frame? {
-                    Frame::Ack { seq } => acked(&mut peer.state.lock(), seq),
+                    Frame::Ack { seq } => {
+                        for done in acked(&mut peer.state.lock(), seq) {
+                            broker.store.delete_outbox(&peer.name, done);
+                        }
+                    }
                     Frame::Pong => {}
                     other => return Err(WireError::Refused(format!("unexpected {other:?} from the acceptor"))),
                 }
@@ -141,10 +145,14 @@ fn next_batch(st: &mut PeerState) -> Vec<Frame> {
     out
 }
 
-/// The peer acknowledges in order: everything up to `seq` is delivered there.
-fn acked(st: &mut PeerState, seq: u64) {
-    while st.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+/// The peer acknowledges in order: everything up to `seq` is delivered there. Returns the
+/// sequences no longer held.
+fn acked(st: &mut PeerState, seq: u64) -> Vec<u64> {
+    let mut done = Vec::new();
+    while let Some(&(s, _)) = st.unacked.front().filter(|(s, _)| *s <= seq) {
+        done.push(s);
         st.unacked.pop_front();
         st.sent = st.sent.saturating_sub(1);
     }
+    done
 }

@@ -4,8 +4,9 @@
 //! Each pair of nodes has two TCP links, one dialled by each side; a node sends on the link it
 //! dialled (routes, forwarded messages, heartbeats) and receives on the links it accepted.
 //! Routes are eventually consistent: a snapshot when a link comes up, then every change.
-//! QoS 1/2 messages for a peer stay queued (bounded) until the peer acknowledges them, across
-//! link failures and peer restarts; QoS 0 ones are sent only while the link is up.
+//! QoS 1/2 messages for a peer are held (bounded, and in the store, so a restart of either
+//! side loses none) until the peer acknowledges them; QoS 0 ones are sent only while the link
+//! is up.
 
 mod inbound;
 mod link;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::message::{Message, TenantId, now_ms};
 use crate::router::{ClientId, SubOptions, TopicTrie};
+use crate::store::{Store, Ticket};
 use crate::topic::FilterSpec;
 
 /// `[cluster]`: how this node finds and trusts its peers.
@@ -89,6 +91,9 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
+/// QoS 1/2 messages held for a peer, by sequence.
+type HeldMessages = VecDeque<(u64, Arc<Message>)>;
+
 /// One peer this node sends to.
 pub(crate) struct Peer {
     pub name: String,
@@ -106,7 +111,7 @@ struct PeerState {
     fresh: VecDeque<Arc<Message>>,
     /// QoS 1/2 messages not yet acknowledged, in sequence order; the first `sent` of them went
     /// out on the current link.
-    unacked: VecDeque<(u64, Arc<Message>)>,
+    unacked: HeldMessages,
     sent: usize,
     forwarded: u64,
     dropped: u64,
@@ -122,11 +127,13 @@ pub struct Cluster {
     remote: RwLock<HashMap<TenantId, TopicTrie>>,
     /// The same routes by node, to replace or drop a node's routes at once.
     remote_by_node: Mutex<HashMap<String, HashSet<(String, String)>>>,
-    /// Per sending node: its epoch (one per process start) and the last sequence delivered.
-    received: Mutex<HashMap<String, (u64, u64)>>,
-    /// This process's epoch and the sequence of QoS 1/2 messages it forwards.
-    pub(crate) epoch: u64,
-    next_seq: AtomicU64,
+    /// Per sending node: the last sequence delivered here.
+    received: Mutex<HashMap<String, u64>>,
+    /// The last sequence given to a QoS 1/2 message this node forwards: it grows with the
+    /// clock (microseconds) and past every stored one, so it keeps growing across restarts.
+    last_seq: AtomicU64,
+    /// Messages held for peers from before a restart, until the peer is linked again.
+    restored: Mutex<HashMap<String, HeldMessages>>,
     tasks: TaskTracker,
 }
 
@@ -154,14 +161,40 @@ impl Cluster {
             remote: RwLock::default(),
             remote_by_node: Mutex::default(),
             received: Mutex::default(),
-            epoch: rand::random::<u64>() | 1,
-            next_seq: AtomicU64::new(1),
+            last_seq: AtomicU64::new(0),
+            restored: Mutex::default(),
             tasks: TaskTracker::new(),
         })
     }
 
     pub fn enabled(&self) -> bool {
         self.secret.is_some()
+    }
+
+    /// Takes back what the store held for peers at the last stop.
+    pub fn restore_outbox(&self, entries: Vec<(String, u64, Message)>) {
+        let mut restored = self.restored.lock();
+        for (peer, seq, msg) in entries {
+            self.last_seq.fetch_max(seq, Ordering::Relaxed);
+            restored.entry(peer).or_default().push_back((seq, Arc::new(msg)));
+        }
+        let held: usize = restored.values().map(VecDeque::len).sum();
+        if held > 0 {
+            tracing::info!(held, peers = restored.len(), "messages held for cluster peers restored");
+        }
+    }
+
+    /// The next sequence: above the clock in microseconds and above every earlier one.
+    fn next_seq(&self) -> u64 {
+        let now_us = now_ms().saturating_mul(1000);
+        let mut prev = self.last_seq.load(Ordering::Relaxed);
+        loop {
+            let next = prev.saturating_add(1).max(now_us);
+            match self.last_seq.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(actual) => prev = actual,
+            }
+        }
     }
 
     /// Starts the cluster listener (when a secret is configured) and links to the members.
@@ -194,6 +227,9 @@ impl Cluster {
             if !keep {
                 tracing::info!(peer = %name, "cluster peer removed");
                 p.stop.cancel();
+                if !wanted.contains_key(name) {
+                    broker.store.clear_outbox(name);
+                }
             }
             keep
         });
@@ -207,10 +243,11 @@ impl Cluster {
                 continue;
             }
             tracing::info!(peer = %name, %address, "cluster peer added");
+            let unacked = self.restored.lock().remove(&name).unwrap_or_default();
             let peer = Arc::new(Peer {
                 name: name.clone(),
                 address,
-                state: Mutex::new(PeerState { since_ms: now_ms(), ..Default::default() }),
+                state: Mutex::new(PeerState { since_ms: now_ms(), unacked, ..Default::default() }),
                 wake: Notify::new(),
                 stop: broker.shutdown.child_token(),
             });
@@ -221,14 +258,14 @@ impl Cluster {
 
     /// Hands a message published on this node to the peers with a matching route (once per
     /// node); retained messages (but `$SYS`) go to every peer so each keeps them. Returns how
-    /// many peers.
-    pub fn forward(&self, msg: &Arc<Message>) -> usize {
+    /// many peers, and when what is held for them is durable.
+    pub fn forward(&self, store: &Store, msg: &Arc<Message>) -> (usize, Option<Ticket>) {
         if self.secret.is_none() {
-            return 0;
+            return (0, None);
         }
         let peers = self.peers.lock();
         if peers.is_empty() {
-            return 0;
+            return (0, None);
         }
         // Each node publishes its own `$SYS`; those go by route only.
         let targets: Vec<Arc<Peer>> = if msg.retain && !msg.topic.starts_with("$SYS") {
@@ -247,13 +284,14 @@ impl Cluster {
             nodes.iter().filter_map(|n| peers.get(&**n).cloned()).collect()
         };
         drop(peers);
+        let mut ticket = None;
         for p in &targets {
-            self.enqueue(p, msg);
+            ticket = ticket.max(self.enqueue(store, p, msg));
         }
-        targets.len()
+        (targets.len(), ticket)
     }
 
-    fn enqueue(&self, peer: &Peer, msg: &Arc<Message>) {
+    fn enqueue(&self, store: &Store, peer: &Peer, msg: &Arc<Message>) -> Option<Ticket> {
         let mut st = peer.state.lock();
         let held = st.fresh.len() + st.unacked.len();
         if held >= self.config.max_queue || (msg.qos == QoS::AtMostOnce && !st.up) {
@@ -261,16 +299,19 @@ impl Cluster {
             if st.dropped.is_power_of_two() {
                 tracing::warn!(peer = %peer.name, dropped = st.dropped, up = st.up, "cluster.max_queue reached or peer down; dropping messages for it");
             }
-            return;
+            return None;
         }
+        let mut ticket = None;
         if msg.qos == QoS::AtMostOnce {
             st.fresh.push_back(msg.clone());
         } else {
-            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let seq = self.next_seq();
+            ticket = Some(store.put_outbox(&peer.name, seq, msg));
             st.unacked.push_back((seq, msg.clone()));
         }
         drop(st);
         peer.wake.notify_one();
+        ticket
     }
 
     /// A node's full route list, replacing what it announced before.
@@ -333,22 +374,12 @@ impl Cluster {
     /// no ack for, so what arrives twice is acknowledged again but not delivered again.
     fn first_delivery(&self, node: &str, seq: u64) -> bool {
         let mut received = self.received.lock();
-        let last = &mut received.entry(node.to_string()).or_default().1;
+        let last = received.entry(node.to_string()).or_default();
         if seq <= *last {
             return false;
         }
         *last = seq;
         true
-    }
-
-    /// A peer's link came up with this epoch: a new epoch (the peer restarted) starts its
-    /// sequence anew.
-    fn peer_epoch(&self, node: &str, epoch: u64) {
-        let mut received = self.received.lock();
-        let e = received.entry(node.to_string()).or_default();
-        if e.0 != epoch {
-            *e = (epoch, 0);
-        }
     }
 
     /// The peers, for the admin API.

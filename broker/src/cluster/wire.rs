@@ -43,7 +43,6 @@ pub enum Frame {
     },
     /// All of the sender's routes, replacing what the receiver knew of them.
     Routes {
-        epoch: u64,
         routes: Vec<(String, String)>,
     },
     RouteAdded {
@@ -55,7 +54,8 @@ pub enum Frame {
         filter: String,
     },
     /// A message for the receiver's local subscribers; QoS 1/2 ones are acknowledged with `Ack`
-    /// once the receiver has made them durable.
+    /// once the receiver has made them durable. A sender's `seq` only grows, across its
+    /// restarts too, so the receiver drops what it already delivered (0 for QoS 0).
     Forward {
         seq: u64,
         message: Message,

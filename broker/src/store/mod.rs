@@ -22,6 +22,8 @@ const SESSION_MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("se
 /// The packet id a session message was last sent with (same key as in `session_messages`), so
 /// that after a restart it is sent again as a duplicate with that id.
 const SESSION_INFLIGHT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_inflight");
+/// QoS 1/2 messages held for a cluster peer until it acknowledges them: `peer \0 seq` → message.
+const CLUSTER_OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cluster_outbox");
 /// Objects managed over the admin API (bridges, rules, traffic rules): `kind \0 name` → JSON.
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 
@@ -81,6 +83,7 @@ enum Table {
     Sessions,
     Messages,
     Inflight,
+    Outbox,
     Objects,
 }
 
@@ -91,6 +94,8 @@ enum Op {
     DeleteDelivery(Vec<u8>),
     /// Deletes a session record and all of its messages.
     DeleteSession(Vec<u8>),
+    /// Deletes everything held for a cluster peer.
+    DeleteOutbox(Vec<u8>),
 }
 
 /// The session key: `tenant \0 client_id` (neither may contain NUL; CONNECT refuses such ids).
@@ -134,6 +139,8 @@ pub struct Store {
     db: Arc<Database>,
     /// Sequence numbers for session messages; restored above the highest stored one.
     next_message_seq: std::sync::atomic::AtomicU64,
+    /// Transactions committed since open (each one fsync), however many writes each carried.
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Everything read back at start.
@@ -153,15 +160,18 @@ impl Store {
         txn.open_table(SESSIONS)?;
         txn.open_table(SESSION_MESSAGES)?;
         txn.open_table(SESSION_INFLIGHT)?;
+        txn.open_table(CLUSTER_OUTBOX)?;
         txn.open_table(OBJECTS)?;
         txn.commit()?;
 
         let (tx, rx) = mpsc::channel::<(u64, Op)>();
         let (committed_tx, committed) = watch::channel(0u64);
         let writer_db = db.clone();
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_commits = commits.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(&writer_db, rx, committed_tx))
+            .spawn(move || write_loop(&writer_db, rx, committed_tx, &writer_commits))
             .map_err(|e| StoreError::Db(e.to_string()))?;
         Ok(Store {
             sender: Mutex::new(Some(Sender { tx, next: 1 })),
@@ -169,6 +179,7 @@ impl Store {
             writer: Mutex::new(Some(writer)),
             db,
             next_message_seq: std::sync::atomic::AtomicU64::new(1),
+            commits,
         })
     }
 
@@ -285,6 +296,42 @@ impl Store {
         Ok(loaded)
     }
 
+    /// Holds a QoS 1/2 message for cluster peer `peer` until it acknowledges `seq`.
+    pub fn put_outbox(&self, peer: &str, seq: u64, msg: &Message) -> Ticket {
+        match postcard::to_stdvec(msg) {
+            Ok(v) => self.submit(Op::Put(Table::Outbox, message_key(peer.as_bytes(), seq), v)),
+            Err(e) => {
+                tracing::error!(peer, error = %e, "cannot encode a message for a peer; not stored");
+                Ticket(0)
+            }
+        }
+    }
+
+    pub fn delete_outbox(&self, peer: &str, seq: u64) -> Ticket {
+        self.submit(Op::Delete(Table::Outbox, message_key(peer.as_bytes(), seq)))
+    }
+
+    /// Drops everything held for a peer that left the cluster.
+    pub fn clear_outbox(&self, peer: &str) -> Ticket {
+        self.submit(Op::DeleteOutbox(peer.as_bytes().to_vec()))
+    }
+
+    /// Everything held for cluster peers: (peer, seq, message), in seq order per peer.
+    pub fn load_outbox(&self) -> Result<Vec<(String, u64, Message)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(CLUSTER_OUTBOX)?.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let Some(split) = key.len().checked_sub(9) else { continue };
+            let seq_bytes: [u8; 8] =
+                key[split + 1..].try_into().map_err(|_| StoreError::Db("bad outbox key".into()))?;
+            let peer = String::from_utf8_lossy(&key[..split]).to_string();
+            out.push((peer, u64::from_be_bytes(seq_bytes), postcard::from_bytes(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// Stores an admin-managed object (`kind` such as `bridge`) as JSON.
     pub fn put_object<T: serde::Serialize>(&self, kind: &str, name: &str, value: &T) -> Ticket {
         match serde_json::to_vec(value) {
@@ -316,6 +363,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Transactions committed since open.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Commits what is queued and stops the writer. Later writes are ignored.
     pub fn close(&self) {
         self.sender.lock().take();
@@ -331,7 +383,12 @@ impl Drop for Store {
     }
 }
 
-fn write_loop(db: &Database, rx: mpsc::Receiver<(u64, Op)>, committed: watch::Sender<u64>) {
+fn write_loop(
+    db: &Database,
+    rx: mpsc::Receiver<(u64, Op)>,
+    committed: watch::Sender<u64>,
+    commits: &std::sync::atomic::AtomicU64,
+) {
     let mut batch = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -345,6 +402,7 @@ fn write_loop(db: &Database, rx: mpsc::Receiver<(u64, Op)>, committed: watch::Se
         if let Err(e) = commit(db, batch.drain(..).map(|(_, op)| op)) {
             tracing::error!(error = %e, "store commit failed; this batch is not durable");
         }
+        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         committed.send_replace(last);
     }
 }
@@ -356,6 +414,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut messages = txn.open_table(SESSION_MESSAGES)?;
         let mut inflight = txn.open_table(SESSION_INFLIGHT)?;
+        let mut outbox = txn.open_table(CLUSTER_OUTBOX)?;
         let mut objects = txn.open_table(OBJECTS)?;
         for op in ops {
             match op {
@@ -365,6 +424,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
                         Table::Inflight => &mut inflight,
+                        Table::Outbox => &mut outbox,
                         Table::Objects => &mut objects,
                     };
                     t.insert(k.as_slice(), v.as_slice())?;
@@ -375,6 +435,7 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                         Table::Sessions => &mut sessions,
                         Table::Messages => &mut messages,
                         Table::Inflight => &mut inflight,
+                        Table::Outbox => &mut outbox,
                         Table::Objects => &mut objects,
                     };
                     t.remove(k.as_slice())?;
@@ -388,6 +449,10 @@ fn commit(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), StoreError
                     let (lo, hi) = message_prefix_range(&k);
                     messages.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
                     inflight.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+                }
+                Op::DeleteOutbox(peer) => {
+                    let (lo, hi) = message_prefix_range(&peer);
+                    outbox.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
                 }
             }
         }
@@ -461,5 +526,41 @@ mod tests {
         let left = txn.open_table(SESSION_INFLIGHT).unwrap().iter().unwrap().count();
         assert_eq!(left, 2, "in-flight ids are deleted with their messages and sessions");
         assert!(s.next_message_seq() > 13 - 10);
+    }
+
+    #[tokio::test]
+    async fn writes_that_queue_up_together_share_one_commit_and_all_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut last = Ticket(0);
+            for i in 0..2000 {
+                last = s.put_retained(&message(&format!("g/{i}")));
+            }
+            s.wait(last).await;
+            let commits = s.commits();
+            assert!((1..200).contains(&commits), "2000 writes took {commits} commits: no group commit");
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().retained.len(), 2000, "every write of every batch is durable");
+    }
+
+    #[tokio::test]
+    async fn messages_held_for_a_peer_come_back_in_order_until_deleted_or_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for seq in [30, 10, 20] {
+                s.put_outbox("node-b", seq, &message(&format!("o/{seq}")));
+            }
+            s.put_outbox("node-c", 5, &message("o/c"));
+            s.delete_outbox("node-b", 20);
+            let t = s.clear_outbox("node-c");
+            s.wait(t).await;
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let held: Vec<(String, u64, String)> =
+            s.load_outbox().unwrap().into_iter().map(|(p, seq, m)| (p, seq, m.topic.to_string())).collect();
+        assert_eq!(held, vec![("node-b".into(), 10, "o/10".into()), ("node-b".into(), 30, "o/30".into())]);
     }
 }

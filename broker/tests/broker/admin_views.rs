@@ -1141,3 +1141,21 @@ async fn an_empty_tenant_is_refused_with_400_naming_the_field_on_every_tenant_sc
         assert!(body["message"].as_str().is_some_and(|m| m.contains("tenant")), "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_default_admin_login_is_warned_about_only_when_no_credentials_are_configured() {
+    let open = BrokerProc::start("");
+    assert!(open.log().contains("accepting the default admin/public"), "{}", open.log());
+    assert_eq!(Api::new(&open).get("/api/v1/brokers").await.0, StatusCode::OK);
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("admins.toml");
+    std::fs::write(&users, "[[users]]\nusername = \"ops\"\npassword = \"s3cret\"\n").unwrap();
+    let closed = BrokerProc::start(&format!(
+        "[admin]\ncredentials_file = \"{}\"\nallow_plaintext_passwords = true\n",
+        users.display()
+    ));
+    assert!(!closed.log().contains("accepting the default"), "{}", closed.log());
+    assert_eq!(Api::new(&closed).get("/api/v1/brokers").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(Api::new(&closed).with_user("ops", "s3cret").get("/api/v1/brokers").await.0, StatusCode::OK);
+}

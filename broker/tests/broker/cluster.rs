@@ -325,3 +325,48 @@ async fn a_peer_speaking_another_protocol_version_is_refused_with_a_log_line() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn qos1_messages_a_node_acknowledged_survive_its_kill_9_and_reach_the_subscriber_on_a_peer() {
+    let mut t = Trio::start();
+    let mut c = connect("far-away");
+    c.session_expiry_interval_secs = 600;
+    let (mut sub, _) = Raw::connect_v5(t.nodes[1].tcp, c.clone()).await;
+    sub.subscribe(1, &[("stream/#", QoS::AtLeastOnce)]).await;
+    drop(sub);
+    eventually(&t.nodes[0], "/api/v1/routes", "node-a learns the route", |r| has_route(r, "stream/#", "node-b")).await;
+
+    // node-b is away, so node-a holds what it acknowledges to its publisher; then node-a dies.
+    assert!(t.nodes[1].terminate());
+    eventually(&t.nodes[0], "/api/v1/cluster/peers", "node-b marked down", |v| {
+        v.as_array().is_some_and(|p| p.iter().any(|x| x["node"] == "node-b" && x["status"] == "down"))
+    })
+    .await;
+    let (mut publisher, _) = Raw::connect_v5(t.nodes[0].tcp, connect("streamer")).await;
+    for i in 0..20u16 {
+        let reason =
+            publish_acked(&mut publisher, raw::publish("stream/n", &i.to_string(), QoS::AtLeastOnce, Some(i + 1)))
+                .await;
+        assert_eq!(reason, 0, "message {i} acknowledged");
+    }
+    t.nodes[0].kill9();
+
+    t.nodes[1].restart();
+    t.nodes[0].restart();
+    eventually(&t.nodes[0], "/api/v1/cluster/peers", "the held messages are handed on", |v| {
+        v.as_array().is_some_and(|p| p.iter().any(|x| x["node"] == "node-b" && x["status"] == "up" && x["queued"] == 0))
+    })
+    .await;
+    c.clean_start = false;
+    let (mut sub, ack) = Raw::connect_v5(t.nodes[1].tcp, c).await;
+    assert!(ack.session_present);
+    for i in 0..20u16 {
+        let got = match sub.recv_within(Duration::from_secs(10)).await {
+            Recv::Packet(v5::Packet::Publish(p)) => p,
+            other => panic!("message {i}: expected PUBLISH, got {other:?}"),
+        };
+        assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order, each once");
+        sub.send(raw::puback(got.packet_id.expect("QoS 1").get())).await;
+    }
+    assert!(matches!(sub.recv_within(Duration::from_millis(700)).await, Recv::Timeout), "no duplicates");
+}
