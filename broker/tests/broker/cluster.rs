@@ -244,22 +244,7 @@ async fn qos1_messages_for_a_node_that_is_down_are_held_and_delivered_once_when_
     assert_eq!(b_peer["queued"], 20, "{peers}");
 
     t.nodes[1].restart();
-    eventually(&t.nodes[0], "/api/v1/cluster/peers", "queue drained", |v| {
-        v.as_array().is_some_and(|p| p.iter().any(|x| x["node"] == "node-b" && x["status"] == "up" && x["queued"] == 0))
-    })
-    .await;
-    c.clean_start = false;
-    let (mut sub, ack) = Raw::connect_v5(t.nodes[1].tcp, c).await;
-    assert!(ack.session_present);
-    for i in 0..20u16 {
-        let got = match sub.recv_within(Duration::from_secs(10)).await {
-            Recv::Packet(v5::Packet::Publish(p)) => p,
-            other => panic!("message {i}: expected PUBLISH, got {other:?}; node-b: {}", t.nodes[1].log()),
-        };
-        assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order, each once");
-        sub.send(raw::puback(got.packet_id.expect("QoS 1").get())).await;
-    }
-    assert!(matches!(sub.recv_within(Duration::from_millis(700)).await, Recv::Timeout), "no duplicates");
+    node_b_gets_the_20_held_messages_once_in_order(&t, c).await;
 }
 
 #[tokio::test]
@@ -353,6 +338,12 @@ async fn qos1_messages_a_node_acknowledged_survive_its_kill_9_and_reach_the_subs
 
     t.nodes[1].restart();
     t.nodes[0].restart();
+    node_b_gets_the_20_held_messages_once_in_order(&t, c).await;
+}
+
+/// Waits until node-a has handed node-b everything it held, then resumes `c`'s session on
+/// node-b and expects payloads 0..20 in order, each once.
+async fn node_b_gets_the_20_held_messages_once_in_order(t: &Trio, mut c: v5::Connect) {
     eventually(&t.nodes[0], "/api/v1/cluster/peers", "the held messages are handed on", |v| {
         v.as_array().is_some_and(|p| p.iter().any(|x| x["node"] == "node-b" && x["status"] == "up" && x["queued"] == 0))
     })
@@ -363,7 +354,7 @@ async fn qos1_messages_a_node_acknowledged_survive_its_kill_9_and_reach_the_subs
     for i in 0..20u16 {
         let got = match sub.recv_within(Duration::from_secs(10)).await {
             Recv::Packet(v5::Packet::Publish(p)) => p,
-            other => panic!("message {i}: expected PUBLISH, got {other:?}"),
+            other => panic!("message {i}: expected PUBLISH, got {other:?}; node-b: {}", t.nodes[1].log()),
         };
         assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order, each once");
         sub.send(raw::puback(got.packet_id.expect("QoS 1").get())).await;
