@@ -193,6 +193,16 @@ impl Bridges {
         });
         if let Some(old) = self.links.write().insert(name.to_string(), link.clone()) {
             old.cancel.cancel();
+            // What the old link accepted and had not sent goes out on the new one (beyond the
+            // new `max_send_queue_len`, the oldest are dropped and counted as usual).
+            let carried = std::mem::take(&mut *old.queue.lock());
+            if !carried.is_empty() {
+                tracing::info!(bridge = %name, carried = carried.len(), "queued messages carried over to the replaced bridge");
+                let max = link.config.read().max_send_queue_len;
+                for item in carried {
+                    link.push(item, max);
+                }
+            }
         }
         let parallel = link.config.read().parallel.max(1);
         let mut commands = Some(rx);

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::router::{ClientId, SubOptions};
 use crate::session::{Attachment, ConnectionInfo, Kick, Outgoing, Session, Will};
 use crate::topic::{FilterSpec, validate_name};
-use crate::traffic::{ClientLimits, Refusal};
+use crate::traffic::{ClientLimits, Refusal, Throttled};
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
@@ -836,11 +836,11 @@ where
         } else if p.topic.starts_with("$SYS") {
             reason = PublishAckReason::NotAuthorized;
             why = Some("$SYS topics are published by the broker only".into());
-        } else if !self.traffic_allows(p.topic.len() + p.payload.len()) {
+        } else if let Err(throttled) = self.traffic_allows(p.topic.len() + p.payload.len()) {
             Metrics::inc(&self.broker.metrics.traffic_throttled);
-            tracing::debug!(topic = %p.topic, "PUBLISH over the traffic rule's rate; dropped");
+            tracing::debug!(topic = %p.topic, %throttled, "PUBLISH refused by its traffic rule; dropped");
             reason = PublishAckReason::QuotaExceeded;
-            why = Some("over the traffic rule's message or byte rate; dropped".into());
+            why = Some(format!("{throttled}; dropped"));
         } else if let Some(size) = properties_over(&p, limits.max_property_size) {
             Metrics::inc(&self.broker.metrics.messages_dropped);
             tracing::warn!(size, limit = limits.max_property_size, topic = %p.topic, "PUBLISH properties over limits.max_property_size; refused");
@@ -922,9 +922,9 @@ where
         }
     }
 
-    fn traffic_allows(&mut self, bytes: usize) -> bool {
+    fn traffic_allows(&mut self, bytes: usize) -> Result<(), Throttled> {
         self.refresh_traffic();
-        self.traffic.as_ref().is_none_or(|t| t.allow_publish(bytes))
+        self.traffic.as_ref().map_or(Ok(()), |t| t.allow_publish(bytes))
     }
 
     fn on_subscribe(&mut self, s: v5::Subscribe) -> Result<(), Close> {

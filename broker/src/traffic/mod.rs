@@ -51,23 +51,35 @@ impl Drop for ClientLimits {
 }
 
 impl ClientLimits {
-    /// Whether a PUBLISH of `bytes` may go now (both limits consume when it does).
-    pub fn allow_publish(&self, bytes: usize) -> bool {
+    /// Whether a PUBLISH of `bytes` may go now (both limits consume when it does). A message
+    /// larger than one second of the bandwidth could never pass; it is refused as such.
+    pub fn allow_publish(&self, bytes: usize) -> Result<(), Throttled> {
         if self.rate.as_ref().is_some_and(|r| r.check().is_err()) {
-            return false;
+            return Err(Throttled::Rate);
         }
-        match &self.bandwidth {
-            None => true,
-            Some(b) => {
-                let n = NonZeroU32::new(u32::try_from(bytes.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-                matches!(b.check_n(n), Ok(Ok(())))
-            }
+        let Some(b) = &self.bandwidth else { return Ok(()) };
+        let n = NonZeroU32::new(u32::try_from(bytes.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match b.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Throttled::Bandwidth),
+            Err(_) => Err(Throttled::LargerThanBandwidth { bytes, bandwidth: self.rule.rule.bandwidth.unwrap_or(0) }),
         }
     }
 
     pub fn max_subscriptions(&self) -> Option<usize> {
         self.rule.rule.max_subscriptions.map(|n| n as usize)
     }
+}
+
+/// Why a PUBLISH is not let through by its traffic rule.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Throttled {
+    #[error("over the traffic rule's publish_rate")]
+    Rate,
+    #[error("over the traffic rule's bandwidth")]
+    Bandwidth,
+    #[error("{bytes} bytes is more than the traffic rule's bandwidth of {bandwidth} bytes/s, so it can never pass")]
+    LargerThanBandwidth { bytes: usize, bandwidth: u64 },
 }
 
 /// Why a CONNECT is not admitted here.
@@ -283,10 +295,16 @@ mod tests {
     #[test]
     fn publish_rate_and_bandwidth_limit_a_client() {
         let l = limits(compiled(TrafficRule { publish_rate: Some(5), ..Default::default() }));
-        let allowed = (0..20).filter(|_| l.allow_publish(10)).count();
+        let allowed = (0..20).filter(|_| l.allow_publish(10).is_ok()).count();
         assert_eq!(allowed, 5, "a burst of one second's worth, then refusals");
+        assert_eq!(l.allow_publish(10), Err(Throttled::Rate));
         let l = limits(compiled(TrafficRule { bandwidth: Some(100), ..Default::default() }));
-        assert!(l.allow_publish(60));
-        assert!(!l.allow_publish(60), "120 bytes within the same second is over 100 B/s");
+        assert_eq!(l.allow_publish(60), Ok(()));
+        assert_eq!(l.allow_publish(60), Err(Throttled::Bandwidth), "120 bytes within the same second is over 100 B/s");
+        assert_eq!(
+            l.allow_publish(500),
+            Err(Throttled::LargerThanBandwidth { bytes: 500, bandwidth: 100 }),
+            "a message over one second's bandwidth is told apart from a momentary excess"
+        );
     }
 }

@@ -1159,3 +1159,38 @@ async fn the_default_admin_login_is_warned_about_only_when_no_credentials_are_co
     assert_eq!(Api::new(&closed).get("/api/v1/brokers").await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(Api::new(&closed).with_user("ops", "s3cret").get("/api/v1/brokers").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_session_shows_its_inflight_awaiting_rel_queue_deliveries_and_drops_per_qos() {
+    let b = BrokerProc::start("[limits]\nmax_queued_messages = 2\n");
+    let api = Api::new(&b);
+    let mut c = connect("stateful");
+    c.session_expiry_interval_secs = 600;
+    let (mut s, _) = Raw::connect_v5(b.tcp, c).await;
+    s.subscribe(1, &[("st/#", QoS::ExactlyOnce)]).await;
+    let (mut p, _) = Raw::connect_v5(b.tcp, connect("st-feeder")).await;
+    // One QoS 1 delivery left unacknowledged: in flight.
+    p.send(raw::publish("st/1", "a", QoS::AtLeastOnce, Some(1))).await;
+    let got = s.recv_publish().await;
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    // One inbound QoS 2 PUBLISH whose PUBREL never comes: awaiting release.
+    s.send(raw::publish("elsewhere", "b", QoS::ExactlyOnce, Some(9))).await;
+    assert!(matches!(s.recv().await, Recv::Packet(v5::Packet::PublishReceived(_))));
+    drop(s);
+    settle().await;
+    // Offline: three more, but the queue holds two.
+    for i in 2..5u16 {
+        p.send(raw::publish("st/q", &i.to_string(), QoS::AtLeastOnce, Some(i))).await;
+    }
+    settle().await;
+    let (status, row) = api.get("/api/v1/sessions/stateful").await;
+    assert_eq!(status, StatusCode::OK, "{row}");
+    assert_eq!(row["connected"], false, "{row}");
+    assert_eq!(row["expiry_interval"], 600, "{row}");
+    assert_eq!(row["inflight"], 1, "{row}");
+    assert_eq!(row["awaiting_rel"], 1, "{row}");
+    assert_eq!((row["mqueue_len"].as_u64(), row["max_mqueue"].as_u64()), (Some(2), Some(2)), "{row}");
+    assert_eq!(row["delivered"], json!([0, 1, 0]), "one QoS 1 delivery so far: {row}");
+    assert_eq!(row["dropped_queue_full"], 1, "{row}");
+    assert_eq!(row["subscriptions"][0]["topic"], "st/#", "{row}");
+}

@@ -345,3 +345,50 @@ async fn bridges_reach_remotes_over_tls_and_websocket() {
     got.sort();
     assert_eq!(got, ["over tls", "over ws"]);
 }
+
+#[tokio::test]
+async fn replacing_a_bridge_carries_its_queued_messages_to_the_new_connection() {
+    let remote = BrokerProc::start("");
+    let local = BrokerProc::start("");
+    let api = Api::new(&local);
+    let mut c = crate::raw::connect("collector");
+    c.session_expiry_interval_secs = 3600;
+    let (mut far, _) = crate::raw::Raw::connect_v5(remote.tcp, c.clone()).await;
+    far.subscribe(1, &[("queued/#", rmqtt_codec::types::QoS::AtLeastOnce)]).await;
+    // First pointed at a port where nothing listens: everything queues.
+    let nowhere = format!("mqtt-tcp://127.0.0.1:{}", free_port());
+    let (s, _) = api
+        .put("/api/v1/bridges/movable", json!({"server": nowhere, "forwards": [{"local_topic": "queued/#", "qos": 1}]}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let publisher = clients::v5(local.tcp, "queue-filler", |_| {}).await;
+    for i in 0..10 {
+        publisher.client.publish("queued/x", v5c::QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+    }
+    let mut queued = Value::Null;
+    for _ in 0..50 {
+        queued = api.get("/api/v1/bridges/movable/status").await.1;
+        if queued["queue_len"] == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued["queue_len"], 10, "{queued}");
+    // The fix: the right server. The 10 messages go with the replacement, none dropped.
+    let (s, _) = api
+        .put(
+            "/api/v1/bridges/movable",
+            json!({"server": format!("mqtt-tcp://{}", remote.tcp), "forwards": [{"local_topic": "queued/#", "qos": 1}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_connected(&api, "movable").await;
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = far.recv_publish().await;
+        got.push(String::from_utf8_lossy(&m.payload).parse::<u32>().unwrap());
+        far.send(crate::raw::puback(m.packet_id.unwrap().get())).await;
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "in order");
+    assert_eq!(api.get("/api/v1/bridges/movable/status").await.1["dropped"], 0);
+}
