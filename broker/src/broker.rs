@@ -163,10 +163,14 @@ impl Broker {
         if msg.retain {
             out.ticket = self.retain(&tenant, &msg);
         }
-        self.deliver_local(&msg, &mut out);
-        let (peers, held) = self.cluster_links.forward(&self.store, &msg);
-        out.matched += peers;
-        out.ticket = out.ticket.max(held);
+        let forwarded = self.cluster_links.forward(&self.router, &self.store, &msg);
+        let elsewhere = &forwarded.elsewhere;
+        self.deliver_local(&msg, &mut out, &|served| match served {
+            None => true,
+            Some((f, g)) => !elsewhere.iter().any(|(ef, eg)| ef == f && eg == g),
+        });
+        out.matched += forwarded.peers;
+        out.ticket = out.ticket.max(forwarded.ticket);
         if out.matched == 0 {
             Metrics::inc(&self.metrics.messages_no_subscribers);
         }
@@ -175,13 +179,18 @@ impl Broker {
         out
     }
 
-    /// Hands a copy to every matching session of this node.
-    fn deliver_local(&self, msg: &Arc<Message>, out: &mut Published) {
+    /// Hands a copy to every matching session of this node that `serves` allows (see
+    /// `Router::route`).
+    fn deliver_local(&self, msg: &Arc<Message>, out: &mut Published, serves: &crate::router::Serves) {
         let limits_store = &self.store;
         self.sessions.with_tenant(&msg.tenant, |sessions| {
-            let deliveries = self.router.route(&msg.tenant, &msg.topic, msg.publisher.as_deref(), &|c| {
-                sessions.get(c).is_some_and(|s| s.is_online())
-            });
+            let deliveries = self.router.route(
+                &msg.tenant,
+                &msg.topic,
+                msg.publisher.as_deref(),
+                &|c| sessions.get(c).is_some_and(|s| s.is_online()),
+                serves,
+            );
             for d in deliveries {
                 let Some(session) = sessions.get(&d.client) else { continue };
                 let qos = msg.qos.min(d.qos);
@@ -200,14 +209,18 @@ impl Broker {
     /// A message a peer forwarded: delivered to this node's matching sessions (and kept if
     /// retained), but not forwarded again nor offered to bridges and rules, which ran on the
     /// node it was published on.
-    pub fn deliver_forwarded(&self, msg: Message) -> Published {
+    pub fn deliver_forwarded(&self, held: crate::cluster::Held) -> Published {
         Metrics::inc(&self.metrics.messages_origin_cluster);
-        let msg = Arc::new(msg);
+        let msg = Arc::new(held.message);
         let mut out = Published::default();
-        if msg.retain {
+        if msg.retain && held.direct {
             out.ticket = self.retain(&msg.tenant.as_str().into(), &msg);
         }
-        self.deliver_local(&msg, &mut out);
+        let groups = &held.groups;
+        self.deliver_local(&msg, &mut out, &|served| match served {
+            None => held.direct,
+            Some((f, g)) => groups.iter().any(|(hf, hg)| hf == f && hg == g),
+        });
         out
     }
 

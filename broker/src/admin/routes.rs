@@ -58,7 +58,10 @@ fn all_routes(state: &AppState, tenant: Option<&str>) -> Vec<RouteInfo> {
             .remote_routes()
             .into_iter()
             .filter(|(t, _, _)| tenant.is_none_or(|want| t == want))
-            .map(|(tenant, topic, node)| RouteInfo { tenant, topic, node, share: None }),
+            .map(|(tenant, filter, node)| match crate::topic::FilterSpec::parse(&filter, usize::MAX) {
+                Ok(spec) => RouteInfo { tenant, topic: spec.filter, node, share: spec.share_group },
+                Err(_) => RouteInfo { tenant, topic: filter, node, share: None },
+            }),
     );
     rows.sort();
     rows

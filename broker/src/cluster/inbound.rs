@@ -70,14 +70,14 @@ async fn connection(broker: &Arc<Broker>, stream: tokio::net::TcpStream, secret:
                     }
                     Frame::RouteAdded { tenant, filter } => cluster.add_route(&peer, tenant, filter),
                     Frame::RouteRemoved { tenant, filter } => cluster.remove_route(&peer, tenant, filter),
-                    Frame::Forward { seq, message } => {
+                    Frame::Forward { seq, held } => {
                         if seq == 0 {
-                            broker.deliver_forwarded(message);
+                            broker.deliver_forwarded(*held);
                         } else if !cluster.first_delivery(&peer, seq) {
                             tracing::debug!(seq, "forwarded message seen before; acknowledged again");
                             acks.push_back(Box::pin(async move { seq }));
                         } else {
-                            let published = broker.deliver_forwarded(message);
+                            let published = broker.deliver_forwarded(*held);
                             tracing::debug!(seq, matched = published.matched, "forwarded message delivered");
                             let ticket = published.ticket;
                             let b = broker.clone();

@@ -134,11 +134,11 @@ fn next_batch(st: &mut PeerState) -> Vec<Frame> {
         && let Some(m) = st.fresh.pop_front()
     {
         st.forwarded += 1;
-        out.push(Frame::Forward { seq: 0, message: (*m).clone() });
+        out.push(Frame::Forward { seq: 0, held: Box::new((*m).clone()) });
     }
     while out.len() < BATCH && st.sent < st.unacked.len() {
         let (seq, m) = &st.unacked[st.sent];
-        out.push(Frame::Forward { seq: *seq, message: (**m).clone() });
+        out.push(Frame::Forward { seq: *seq, held: Box::new((**m).clone()) });
         st.sent += 1;
         st.forwarded += 1;
     }

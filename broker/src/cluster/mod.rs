@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rmqtt_codec::types::QoS;
@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::message::{Message, TenantId, now_ms};
-use crate::router::{ClientId, SubOptions, TopicTrie};
+use crate::router::trie::TrieMatch;
+use crate::router::{ClientId, Router, SubOptions, TopicTrie};
 use crate::store::{Store, Ticket};
 use crate::topic::FilterSpec;
 
@@ -92,7 +93,37 @@ pub struct PeerStatus {
 }
 
 /// QoS 1/2 messages held for a peer, by sequence.
-type HeldMessages = VecDeque<(u64, Arc<Message>)>;
+type HeldMessages = VecDeque<(u64, Arc<Held>)>;
+
+/// A message on its way to one peer, and what it is for there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Held {
+    pub message: Message,
+    /// For the peer's plain subscribers (and, when retained, its retained store).
+    pub direct: bool,
+    /// The share groups, as (filter, group), the peer serves with it.
+    pub groups: Vec<(String, String)>,
+}
+
+/// The index of `peer`'s entry in a forwarding plan, added if missing.
+fn slot(plan: &mut Vec<(Arc<Peer>, Held)>, peer: &Arc<Peer>, msg: &Message) -> usize {
+    if let Some(i) = plan.iter().position(|(p, _)| p.name == peer.name) {
+        return i;
+    }
+    plan.push((peer.clone(), Held { message: msg.clone(), direct: false, groups: Vec::new() }));
+    plan.len() - 1
+}
+
+/// What `Cluster::forward` did with a message.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// Peers it went to.
+    pub peers: usize,
+    /// When what is held for them is durable.
+    pub ticket: Option<Ticket>,
+    /// Share groups, as (filter, group), a peer serves instead of this node.
+    pub elsewhere: Vec<(String, String)>,
+}
 
 /// One peer this node sends to.
 pub(crate) struct Peer {
@@ -108,7 +139,7 @@ struct PeerState {
     up: bool,
     since_ms: u64,
     /// QoS 0 messages to send while the link is up.
-    fresh: VecDeque<Arc<Message>>,
+    fresh: VecDeque<Arc<Held>>,
     /// QoS 1/2 messages not yet acknowledged, in sequence order; the first `sent` of them went
     /// out on the current link.
     unacked: HeldMessages,
@@ -134,6 +165,8 @@ pub struct Cluster {
     last_seq: AtomicU64,
     /// Messages held for peers from before a restart, until the peer is linked again.
     restored: Mutex<HashMap<String, HeldMessages>>,
+    /// Whose turn it is among the nodes with members of a share group.
+    share_turn: AtomicUsize,
     tasks: TaskTracker,
 }
 
@@ -163,6 +196,7 @@ impl Cluster {
             received: Mutex::default(),
             last_seq: AtomicU64::new(0),
             restored: Mutex::default(),
+            share_turn: AtomicUsize::new(0),
             tasks: TaskTracker::new(),
         })
     }
@@ -172,11 +206,11 @@ impl Cluster {
     }
 
     /// Takes back what the store held for peers at the last stop.
-    pub fn restore_outbox(&self, entries: Vec<(String, u64, Message)>) {
+    pub fn restore_outbox(&self, entries: Vec<(String, u64, Held)>) {
         let mut restored = self.restored.lock();
-        for (peer, seq, msg) in entries {
+        for (peer, seq, held) in entries {
             self.last_seq.fetch_max(seq, Ordering::Relaxed);
-            restored.entry(peer).or_default().push_back((seq, Arc::new(msg)));
+            restored.entry(peer).or_default().push_back((seq, Arc::new(held)));
         }
         let held: usize = restored.values().map(VecDeque::len).sum();
         if held > 0 {
@@ -257,44 +291,66 @@ impl Cluster {
     }
 
     /// Hands a message published on this node to the peers with a matching route (once per
-    /// node); retained messages (but `$SYS`) go to every peer so each keeps them. Returns how
-    /// many peers, and when what is held for them is durable.
-    pub fn forward(&self, store: &Store, msg: &Arc<Message>) -> (usize, Option<Ticket>) {
+    /// node); retained messages (but `$SYS`) go to every peer so each keeps them. A share group
+    /// with members on several nodes gets the message on one of them, taking turns (peers that
+    /// are up first); `Forwarded::elsewhere` names the groups this node must not serve.
+    pub fn forward(&self, router: &Router, store: &Store, msg: &Arc<Message>) -> Forwarded {
+        let mut out = Forwarded::default();
         if self.secret.is_none() {
-            return (0, None);
+            return out;
         }
         let peers = self.peers.lock();
         if peers.is_empty() {
-            return (0, None);
+            return out;
         }
+        let mut plan: Vec<(Arc<Peer>, Held)> = Vec::new();
         // Each node publishes its own `$SYS`; those go by route only.
-        let targets: Vec<Arc<Peer>> = if msg.retain && !msg.topic.starts_with("$SYS") {
-            peers.values().cloned().collect()
-        } else {
-            let mut nodes: Vec<ClientId> = Vec::new();
-            if let Some(trie) = self.remote.read().get(msg.tenant.as_str()) {
-                trie.matches(&msg.topic, &mut |m| {
-                    if let crate::router::trie::TrieMatch::Direct(node, _) = m
-                        && !nodes.contains(node)
-                    {
-                        nodes.push(node.clone());
-                    }
-                });
+        if msg.retain && !msg.topic.starts_with("$SYS") {
+            for p in peers.values() {
+                let i = slot(&mut plan, p, msg);
+                plan[i].1.direct = true;
             }
-            nodes.iter().filter_map(|n| peers.get(&**n).cloned()).collect()
-        };
-        drop(peers);
-        let mut ticket = None;
-        for p in &targets {
-            ticket = ticket.max(self.enqueue(store, p, msg));
         }
-        (targets.len(), ticket)
+        if let Some(trie) = self.remote.read().get(msg.tenant.as_str()) {
+            trie.matches(&msg.topic, &mut |m| match m {
+                TrieMatch::Direct(node, _) => {
+                    if let Some(p) = peers.get(&**node) {
+                        let i = slot(&mut plan, p, msg);
+                        plan[i].1.direct = true;
+                    }
+                }
+                TrieMatch::Shared(group, sg) => {
+                    let known: Vec<&Arc<Peer>> = sg.members().filter_map(|n| peers.get(&**n)).collect();
+                    let up: Vec<&Arc<Peer>> = known.iter().copied().filter(|p| p.state.lock().up).collect();
+                    let candidates = if up.is_empty() { known } else { up };
+                    let here = router.has_group(&msg.tenant, sg.filter(), group) as usize;
+                    let n = candidates.len() + here;
+                    if n == 0 {
+                        return;
+                    }
+                    let turn = self.share_turn.fetch_add(1, Ordering::Relaxed) % n;
+                    if turn < here {
+                        return;
+                    }
+                    let key = (sg.filter().to_string(), group.to_string());
+                    let i = slot(&mut plan, candidates[turn - here], msg);
+                    plan[i].1.groups.push(key.clone());
+                    out.elsewhere.push(key);
+                }
+            });
+        }
+        drop(peers);
+        out.peers = plan.len();
+        for (p, held) in plan {
+            out.ticket = out.ticket.max(self.enqueue(store, &p, Arc::new(held)));
+        }
+        out
     }
 
-    fn enqueue(&self, store: &Store, peer: &Peer, msg: &Arc<Message>) -> Option<Ticket> {
+    fn enqueue(&self, store: &Store, peer: &Peer, held: Arc<Held>) -> Option<Ticket> {
         let mut st = peer.state.lock();
-        let held = st.fresh.len() + st.unacked.len();
-        if held >= self.config.max_queue || (msg.qos == QoS::AtMostOnce && !st.up) {
+        let queued = st.fresh.len() + st.unacked.len();
+        if queued >= self.config.max_queue || (held.message.qos == QoS::AtMostOnce && !st.up) {
             st.dropped += 1;
             if st.dropped.is_power_of_two() {
                 tracing::warn!(peer = %peer.name, dropped = st.dropped, up = st.up, "cluster.max_queue reached or peer down; dropping messages for it");
@@ -302,12 +358,12 @@ impl Cluster {
             return None;
         }
         let mut ticket = None;
-        if msg.qos == QoS::AtMostOnce {
-            st.fresh.push_back(msg.clone());
+        if held.message.qos == QoS::AtMostOnce {
+            st.fresh.push_back(held);
         } else {
             let seq = self.next_seq();
-            ticket = Some(store.put_outbox(&peer.name, seq, msg));
-            st.unacked.push_back((seq, msg.clone()));
+            ticket = Some(store.put_outbox(&peer.name, seq, &*held));
+            st.unacked.push_back((seq, held));
         }
         drop(st);
         peer.wake.notify_one();

@@ -8,8 +8,6 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::message::Message;
-
 /// The protocol version; a peer with another one is refused with a log line saying both.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -58,7 +56,7 @@ pub enum Frame {
     /// restarts too, so the receiver drops what it already delivered (0 for QoS 0).
     Forward {
         seq: u64,
-        message: Message,
+        held: Box<super::Held>,
     },
     Ack {
         seq: u64,

@@ -77,13 +77,13 @@ impl Router {
     pub fn subscribe(&self, tenant: &TenantId, spec: &FilterSpec, client: &ClientId, opts: SubOptions) -> bool {
         let mut tenants = self.tenants.write();
         let new = tenants.entry(tenant.clone()).or_default().subscribe(spec, client, opts);
-        if new && spec.share_group.is_none() {
+        if new {
             let mut routes = self.routes.lock();
-            let n = routes.entry((tenant.clone(), spec.filter.clone())).or_default();
+            let n = routes.entry((tenant.clone(), route_filter(spec))).or_default();
             *n += 1;
             if *n == 1 {
                 let _ =
-                    self.changes.send(RouteChange::Added { tenant: tenant.to_string(), filter: spec.filter.clone() });
+                    self.changes.send(RouteChange::Added { tenant: tenant.to_string(), filter: route_filter(spec) });
             }
         }
         new
@@ -96,9 +96,9 @@ impl Router {
         if trie.subscription_count() == 0 && trie.shared_subscription_count() == 0 {
             tenants.remove(tenant);
         }
-        if removed && spec.share_group.is_none() {
+        if removed {
             let mut routes = self.routes.lock();
-            let key = (TenantId::from(tenant), spec.filter.clone());
+            let key = (TenantId::from(tenant), route_filter(spec));
             if let Some(n) = routes.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -116,27 +116,37 @@ impl Router {
         self.changes.subscribe()
     }
 
-    /// This node's routes: every (tenant, filter) with a plain subscriber.
+    /// Whether this node has members of shared group `group` on `filter`.
+    pub fn has_group(&self, tenant: &str, filter: &str, group: &str) -> bool {
+        self.routes.lock().contains_key(&(TenantId::from(tenant), format!("$share/{group}/{filter}")))
+    }
+
+    /// This node's routes: every (tenant, filter) with a subscriber, shared ones as
+    /// `$share/{group}/{filter}`.
     pub fn local_routes(&self) -> Vec<(String, String)> {
         self.routes.lock().keys().map(|(t, f)| (t.to_string(), f.clone())).collect()
     }
 
     /// The deliveries for a message on `topic`: one per subscribed client (overlapping
     /// subscriptions merged: highest QoS, all subscription identifiers), plus one per share group.
+    /// `serves` says what this node delivers: `None` asks about the plain subscriptions,
+    /// `Some((filter, group))` about a share group (another node may serve it).
     pub fn route(
         &self,
         tenant: &str,
         topic: &str,
         publisher: Option<&str>,
         is_online: &dyn Fn(&str) -> bool,
+        serves: &Serves,
     ) -> Vec<Delivery> {
         let tenants = self.tenants.read();
         let Some(trie) = tenants.get(tenant) else { return Vec::new() };
         let mut direct: Vec<Delivery> = Vec::new();
         let mut shared: Vec<Delivery> = Vec::new();
+        let direct_served = serves(None);
         trie.matches(topic, &mut |m| match m {
             TrieMatch::Direct(client, opts) => {
-                if opts.no_local && publisher == Some(&**client) {
+                if !direct_served || (opts.no_local && publisher == Some(&**client)) {
                     return;
                 }
                 match direct.iter_mut().find(|d| d.client == *client) {
@@ -153,7 +163,10 @@ impl Router {
                     }),
                 }
             }
-            TrieMatch::Shared(_, group) => {
+            TrieMatch::Shared(name, group) => {
+                if !serves(Some((group.filter(), name))) {
+                    return;
+                }
                 if let Some((client, opts)) = group.pick(is_online) {
                     shared.push(Delivery {
                         client: client.clone(),
@@ -183,6 +196,18 @@ impl Router {
     }
 }
 
+/// What a node delivers of a message: asked with `None` for the plain subscriptions and with
+/// `Some((filter, group))` for each share group.
+pub type Serves<'a> = dyn Fn(Option<(&str, &str)>) -> bool + 'a;
+
+/// How a subscription's route is named between nodes: the filter, or `$share/{group}/{filter}`.
+fn route_filter(spec: &FilterSpec) -> String {
+    match &spec.share_group {
+        None => spec.filter.clone(),
+        Some(g) => format!("$share/{g}/{}", spec.filter),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,19 +223,19 @@ mod tests {
         o2.subscription_id = NonZeroU32::new(2);
         r.subscribe(&t, &FilterSpec::parse("a/+", 8).unwrap(), &c, o1);
         r.subscribe(&t, &FilterSpec::parse("a/#", 8).unwrap(), &c, o2);
-        let d = r.route("global", "a/b", None, &|_| true);
+        let d = r.route("global", "a/b", None, &|_| true, &|_| true);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].qos, QoS::ExactlyOnce);
         let mut ids: Vec<u32> = d[0].subscription_ids.iter().map(|i| i.get()).collect();
         ids.sort();
         assert_eq!(ids, vec![1, 2]);
-        assert!(r.route("other", "a/b", None, &|_| true).is_empty());
+        assert!(r.route("other", "a/b", None, &|_| true, &|_| true).is_empty());
 
         let mut nl = SubOptions::new(QoS::AtMostOnce);
         nl.no_local = true;
         r.subscribe(&t, &FilterSpec::parse("n", 8).unwrap(), &c, nl);
-        assert!(r.route("global", "n", Some("c"), &|_| true).is_empty());
-        assert_eq!(r.route("global", "n", Some("other"), &|_| true).len(), 1);
+        assert!(r.route("global", "n", Some("c"), &|_| true, &|_| true).is_empty());
+        assert_eq!(r.route("global", "n", Some("other"), &|_| true, &|_| true).len(), 1);
     }
 
     #[test]
@@ -221,7 +246,7 @@ mod tests {
         r.subscribe(&t, &spec, &ClientId::from("on"), SubOptions::new(QoS::AtMostOnce));
         r.subscribe(&t, &spec, &ClientId::from("off"), SubOptions::new(QoS::AtMostOnce));
         for _ in 0..4 {
-            let d = r.route("global", "s", None, &|c| c == "on");
+            let d = r.route("global", "s", None, &|c| c == "on", &|_| true);
             assert_eq!(&*d[0].client, "on");
         }
     }

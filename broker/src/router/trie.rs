@@ -23,11 +23,21 @@ impl Node {
 /// The members of one `$share/{group}/{filter}`; messages go to one member, chosen round-robin.
 #[derive(Default, Debug)]
 pub struct SharedGroup {
+    /// The filter the group shares (without `$share/{group}/`).
+    filter: Box<str>,
     members: Vec<(ClientId, SubOptions)>,
     cursor: AtomicUsize,
 }
 
 impl SharedGroup {
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &ClientId> {
+        self.members.iter().map(|(c, _)| c)
+    }
+
     /// Picks the next member, preferring connected ones; an all-offline group still gets the
     /// message (queued in a persistent member's session).
     pub fn pick(&self, is_online: &dyn Fn(&str) -> bool) -> Option<&(ClientId, SubOptions)> {
@@ -70,7 +80,10 @@ impl TopicTrie {
                 new
             }
             Some(group) => {
-                let g = node.groups.entry(group.as_str().into()).or_default();
+                let g = node
+                    .groups
+                    .entry(group.as_str().into())
+                    .or_insert_with(|| SharedGroup { filter: spec.filter.as_str().into(), ..SharedGroup::default() });
                 if let Some(m) = g.members.iter_mut().find(|(c, _)| c == client) {
                     m.1 = opts;
                     false

@@ -297,7 +297,7 @@ impl Store {
     }
 
     /// Holds a QoS 1/2 message for cluster peer `peer` until it acknowledges `seq`.
-    pub fn put_outbox(&self, peer: &str, seq: u64, msg: &Message) -> Ticket {
+    pub fn put_outbox<T: serde::Serialize>(&self, peer: &str, seq: u64, msg: &T) -> Ticket {
         match postcard::to_stdvec(msg) {
             Ok(v) => self.submit(Op::Put(Table::Outbox, message_key(peer.as_bytes(), seq), v)),
             Err(e) => {
@@ -317,7 +317,7 @@ impl Store {
     }
 
     /// Everything held for cluster peers: (peer, seq, message), in seq order per peer.
-    pub fn load_outbox(&self) -> Result<Vec<(String, u64, Message)>, StoreError> {
+    pub fn load_outbox<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, u64, T)>, StoreError> {
         let txn = self.db.begin_read()?;
         let mut out = Vec::new();
         for entry in txn.open_table(CLUSTER_OUTBOX)?.iter()? {
@@ -560,7 +560,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         let held: Vec<(String, u64, String)> =
-            s.load_outbox().unwrap().into_iter().map(|(p, seq, m)| (p, seq, m.topic.to_string())).collect();
+            s.load_outbox::<Message>().unwrap().into_iter().map(|(p, seq, m)| (p, seq, m.topic.to_string())).collect();
         assert_eq!(held, vec![("node-b".into(), 10, "o/10".into()), ("node-b".into(), 30, "o/30".into())]);
     }
 }

@@ -361,3 +361,42 @@ async fn node_b_gets_the_20_held_messages_once_in_order(t: &Trio, mut c: v5::Con
     }
     assert!(matches!(sub.recv_within(Duration::from_millis(700)).await, Recv::Timeout), "no duplicates");
 }
+
+#[tokio::test]
+async fn a_share_group_with_members_on_every_node_gets_each_message_once_on_one_of_them_in_turn() {
+    let t = Trio::start();
+    let mut members = Vec::new();
+    for (i, node) in t.nodes.iter().enumerate() {
+        let (mut m, _) = Raw::connect_v5(node.tcp, connect(&format!("worker-{i}"))).await;
+        m.subscribe(1, &[("$share/workers/jobs/#", QoS::AtLeastOnce)]).await;
+        members.push(m);
+    }
+    eventually(&t.nodes[0], "/api/v1/routes", "node-a learns the group on both peers", |r| {
+        let rows = r["data"].as_array().cloned().unwrap_or_default();
+        ["node-b", "node-c"]
+            .iter()
+            .all(|n| rows.iter().any(|x| x["node"] == *n && x["share"] == "workers" && x["topic"] == "jobs/#"))
+    })
+    .await;
+    links_up(&t.nodes[0]).await;
+    let (mut publisher, _) = Raw::connect_v5(t.nodes[0].tcp, connect("dispatcher")).await;
+    for i in 0..30u16 {
+        assert_eq!(
+            publish_acked(&mut publisher, raw::publish("jobs/build", &i.to_string(), QoS::AtLeastOnce, Some(i + 1)))
+                .await,
+            0
+        );
+    }
+    let mut seen = Vec::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        let mut mine = 0;
+        while let Recv::Packet(v5::Packet::Publish(p)) = m.recv_within(Duration::from_millis(1500)).await {
+            seen.push(String::from_utf8_lossy(&p.payload).parse::<u16>().unwrap());
+            m.send(raw::puback(p.packet_id.expect("QoS 1").get())).await;
+            mine += 1;
+        }
+        assert_eq!(mine, 10, "worker-{i} on node {i} gets its turn: a third of 30");
+    }
+    seen.sort();
+    assert_eq!(seen, (0..30).collect::<Vec<_>>(), "each message once, across the cluster");
+}
