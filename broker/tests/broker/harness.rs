@@ -9,8 +9,18 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// A port free now and never handed out before in this test process: the kernel may give the
+/// same ephemeral port to two `bind(0)` calls in a row, and two listeners of one test must differ.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct BrokerProc {
@@ -33,7 +43,23 @@ impl BrokerProc {
     }
 
     /// Starts a broker named `name` whose listeners bind loopback address `ip` (127.0.0.x).
+    /// A port picked free can be taken before the broker binds it (by another test's client
+    /// socket, say): then it starts again on new ports, twice at most.
     pub fn start_node(name: &str, ip: [u8; 4], extra: &str) -> BrokerProc {
+        for _ in 0..2 {
+            let mut b = Self::configure(name, ip, extra);
+            match b.try_spawn() {
+                Ok(()) => return b,
+                Err(log) if log.contains("in use") => eprintln!("a port was taken meanwhile; starting again: {log}"),
+                Err(log) => panic!("{log}"),
+            }
+        }
+        let mut b = Self::configure(name, ip, extra);
+        b.spawn();
+        b
+    }
+
+    fn configure(name: &str, ip: [u8; 4], extra: &str) -> BrokerProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let tcp: SocketAddr = (ip, free_port()).into();
         let ws: SocketAddr = (ip, free_port()).into();
@@ -54,12 +80,17 @@ impl BrokerProc {
             data.display()
         );
         std::fs::write(&config, text).expect("write config");
-        let mut b = BrokerProc { child: None, tcp, ws, tls, admin, dir, config, restarts: 0 };
-        b.spawn();
-        b
+        BrokerProc { child: None, tcp, ws, tls, admin, dir, config, restarts: 0 }
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the process and waits until it listens; `Err` with its log if it could not.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = File::create(self.dir.path().join(format!("broker-{}.log", self.restarts))).expect("log file");
         self.restarts += 1;
         let child = Command::new(env!("CARGO_BIN_EXE_starling-broker"))
@@ -70,21 +101,22 @@ impl BrokerProc {
             .spawn()
             .expect("start starling-broker");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(self.tcp).is_ok() && std::net::TcpStream::connect(self.admin).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("broker exited at start with {status}: {}", self.log());
+                self.child = None;
+                return Err(format!("broker exited at start with {status}: {}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("broker did not listen on {} within 20s: {}", self.tcp, self.log());
+        Err(format!("broker did not listen on {} within 20s: {}", self.tcp, self.log()))
     }
 
     pub fn pid(&self) -> u32 {
@@ -138,7 +170,9 @@ impl BrokerProc {
 
     /// Waits until the node answers on its MQTT and admin ports again (after an in-process restart).
     pub fn wait_listening(&mut self) {
-        self.wait_ready();
+        if let Err(log) = self.wait_ready() {
+            panic!("{log}");
+        }
     }
 
     /// Starts again on the same ports and data directory.
