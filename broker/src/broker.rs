@@ -360,6 +360,15 @@ impl Broker {
         }
     }
 
+    /// A peer's retained message from its snapshot: kept unless this node has one for the topic
+    /// that is as new or newer (the last writer wins).
+    pub fn adopt_retained(&self, msg: Message) {
+        let newer_here = self.retained.get(&msg.tenant, &msg.topic).is_some_and(|m| m.received_ms >= msg.received_ms);
+        if !newer_here && let Err(e) = self.set_retained(msg) {
+            tracing::warn!(error = %e, "a peer's retained message not kept");
+        }
+    }
+
     /// Deletes a retained message; whether there was one.
     pub fn delete_retained(&self, tenant: &str, topic: &str) -> bool {
         let existed = self.retained.remove(tenant, topic);

@@ -89,6 +89,7 @@ async fn connection(broker: &Arc<Broker>, stream: tokio::net::TcpStream, secret:
                             }));
                         }
                     }
+                                        Frame::Retained { message } => broker.adopt_retained(*message),
                     Frame::Ping => wire::send(&mut link, &Frame::Pong).await?,
                     other => return Err(WireError::Refused(format!("unexpected {other:?} from {peer}"))),
                 }

@@ -72,6 +72,10 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
     let mut changes = broker.router.route_changes();
     let routes = broker.router.local_routes();
     wire::send(&mut link, &Frame::Routes { routes }).await?;
+    for message in broker.retained.everything() {
+        wire::feed(&mut link, &Frame::Retained { message: Box::new((*message).clone()) }).await?;
+    }
+    futures::SinkExt::<bytes::Bytes>::flush(&mut link).await?;
     {
         let mut st = peer.state.lock();
         st.up = true;

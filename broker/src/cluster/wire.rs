@@ -61,6 +61,11 @@ pub enum Frame {
     Ack {
         seq: u64,
     },
+    /// One of the sender's retained messages, sent when the link comes up so a node that was
+    /// away or is new has them; the receiver keeps it unless it has a newer one for the topic.
+    Retained {
+        message: Box<crate::message::Message>,
+    },
     Ping,
     Pong,
 }

@@ -180,6 +180,18 @@ impl RetainedStore {
         out
     }
 
+    /// Every retained message of every tenant, unexpired, `$SYS` left out (each node keeps its own).
+    pub fn everything(&self) -> Vec<Arc<Message>> {
+        let tenants = self.tenants.read();
+        let mut out = Vec::new();
+        for t in tenants.values() {
+            Self::all(&t.root, &mut out);
+        }
+        let now = now_ms();
+        out.retain(|m| !m.is_expired(now) && !m.topic.starts_with("$SYS"));
+        out
+    }
+
     pub fn count(&self, tenant: &str) -> usize {
         self.tenants.read().get(tenant).map(|t| t.count).unwrap_or(0)
     }
