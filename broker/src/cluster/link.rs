@@ -90,16 +90,18 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
     let mut last_heard = tokio::time::Instant::now();
     loop {
         let batch = next_batch(&mut peer.state.lock());
-        if !batch.is_empty() {
-            for f in &batch {
-                wire::feed(&mut link, f).await?;
-            }
-            futures::SinkExt::<bytes::Bytes>::flush(&mut link).await?;
-            continue;
+        let sent_some = !batch.is_empty();
+        for f in &batch {
+            wire::feed(&mut link, f).await?;
         }
+        if sent_some {
+            futures::SinkExt::<bytes::Bytes>::flush(&mut link).await?;
+        }
+        // Between batches the acceptor's acks and pongs are read first (`biased`), so a long
+        // stream never leaves them unread with both sides blocked on writes.
         tokio::select! {
+            biased;
             _ = peer.stop.cancelled() => return Ok(()),
-            _ = peer.wake.notified() => {}
             change = changes.recv() => {
                 let frame = match change {
                     Ok(RouteChange::Added { tenant, filter }) => Frame::RouteAdded { tenant, filter },
@@ -125,8 +127,10 @@ async fn serve(broker: &Arc<Broker>, peer: &Peer, mut link: Link) -> Result<(), 
                 if last_heard.elapsed() > timeout {
                     return Err(WireError::Refused(format!("no heartbeat answer for {} ms", timeout.as_millis())));
                 }
-                wire::send(&mut link, &Frame::Ping).await?;
+                                wire::send(&mut link, &Frame::Ping).await?;
             }
+            _ = peer.wake.notified() => {}
+            _ = std::future::ready(()), if sent_some => {}
         }
     }
 }

@@ -424,3 +424,48 @@ async fn a_node_that_was_away_gets_the_retained_messages_set_meanwhile_when_it_l
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_long_qos1_stream_crosses_nodes_complete_and_in_order() {
+    let t = Trio::start();
+    let mut c = connect("stream-sink");
+    c.receive_max = std::num::NonZeroU16::new(1000);
+    let (mut sub, _) = Raw::connect_v5(t.nodes[1].tcp, c).await;
+    sub.subscribe(1, &[("flow/#", QoS::AtLeastOnce)]).await;
+    eventually(&t.nodes[0], "/api/v1/routes", "node-a learns the route", |r| has_route(r, "flow/#", "node-b")).await;
+    links_up(&t.nodes[0]).await;
+    const N: u16 = 3000;
+    let publisher = tokio::spawn({
+        let addr = t.nodes[0].tcp;
+        async move {
+            let (mut p, _) = Raw::connect_v5(addr, connect("stream-source")).await;
+            // Windows of 100 unacknowledged PUBLISHes (below the broker's Receive Maximum).
+            for start in (0..N).step_by(100) {
+                for i in start..start + 100 {
+                    p.send(raw::publish("flow/n", &i.to_string(), QoS::AtLeastOnce, Some(i % 60000 + 1))).await;
+                }
+                let mut acked = 0;
+                while acked < 100 {
+                    match p.recv().await {
+                        Recv::Packet(v5::Packet::PublishAck(_)) => acked += 1,
+                        Recv::Packet(_) => {}
+                        other => panic!("publisher: {other:?}"),
+                    }
+                }
+            }
+        }
+    });
+    for i in 0..N {
+        let got = match sub.recv_within(Duration::from_secs(10)).await {
+            Recv::Packet(v5::Packet::Publish(p)) => p,
+            other => panic!("message {i}: expected PUBLISH, got {other:?}"),
+        };
+        assert_eq!(&got.payload[..], i.to_string().as_bytes(), "in order");
+        sub.send(raw::puback(got.packet_id.expect("QoS 1").get())).await;
+    }
+    publisher.await.expect("publisher finished");
+    eventually(&t.nodes[0], "/api/v1/cluster/peers", "everything acknowledged", |v| {
+        v.as_array().is_some_and(|p| p.iter().any(|x| x["node"] == "node-b" && x["queued"] == 0))
+    })
+    .await;
+}
