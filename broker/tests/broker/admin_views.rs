@@ -1194,3 +1194,16 @@ async fn a_session_shows_its_inflight_awaiting_rel_queue_deliveries_and_drops_pe
     assert_eq!(row["dropped_queue_full"], 1, "{row}");
     assert_eq!(row["subscriptions"][0]["topic"], "st/#", "{row}");
 }
+
+#[tokio::test]
+async fn a_failing_server_side_write_is_500_with_a_json_error_and_changes_nothing() {
+    // A settings file under /proc cannot be created, not even by root: a real write failure.
+    let b = BrokerProc::start("[admin]\nsettings_file = \"/proc/starling-no-such-dir/settings.json\"\n");
+    let api = Api::new(&b);
+    let before = api.get("/api/v1/config").await.1["limits"]["max_inflight"].clone();
+    let (s, e) = api.put("/api/v1/config", json!({"limits": {"max_inflight": 7}})).await;
+    assert_eq!((s, e["code"].as_u64()), (StatusCode::INTERNAL_SERVER_ERROR, Some(118)), "{e}");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("/proc/starling-no-such-dir")), "{e}");
+    assert_eq!(api.get("/api/v1/config").await.1["limits"]["max_inflight"], before, "not applied when not kept");
+    assert_eq!(api.get("/api/v1/brokers").await.0, StatusCode::OK, "still serving");
+}
